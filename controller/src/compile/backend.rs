@@ -1,0 +1,156 @@
+//! Resolving an Ingress backend (Service name + port) to a dataplane backend with endpoints.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use k8s_openapi::api::core::v1::ServicePort;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::ServiceBackendPort;
+use weir_dataplane::{Backend, BackendKey, Protocol};
+
+use crate::index::Index;
+use crate::object::ObjectKey;
+
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub const APP_PROTOCOL_H2C: &str = "kubernetes.io/h2c";
+
+/// EndpointSlices grouped by the Service they belong to.
+pub(super) struct SlicesByService<'i>(HashMap<ObjectKey, Vec<&'i EndpointSlice>>);
+
+impl<'i> SlicesByService<'i> {
+    pub(super) fn new(index: &'i Index) -> Self {
+        let mut map: HashMap<ObjectKey, Vec<&EndpointSlice>> = HashMap::new();
+        for (key, entry) in &index.endpoint_slices {
+            let service = entry
+                .object
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            if let Some(service) = service {
+                map.entry(ObjectKey::new(key.namespace.clone(), service.clone()))
+                    .or_default()
+                    .push(&entry.object);
+            }
+        }
+        Self(map)
+    }
+}
+
+/// A backend that resolved, possibly with a reason it cannot serve; `problem` is the diagnostic
+/// message for the referencing object when something is wrong with the reference itself.
+pub(super) struct Resolved {
+    pub(super) backend: Backend,
+    pub(super) problem: Option<String>,
+}
+
+fn unavailable(key: BackendKey, reason: String) -> Resolved {
+    Resolved {
+        backend: Backend {
+            key,
+            endpoints: Vec::new(),
+            unavailable: Some(reason.clone()),
+        },
+        problem: Some(reason),
+    }
+}
+
+fn describe(port: &ServiceBackendPort) -> String {
+    match (&port.name, port.number) {
+        (Some(name), _) => format!("port {name:?}"),
+        (None, Some(n)) => format!("port {n}"),
+        (None, None) => "no port".to_string(),
+    }
+}
+
+pub(super) fn resolve(
+    index: &Index,
+    slices: &SlicesByService<'_>,
+    namespace: &str,
+    service: &str,
+    port: &ServiceBackendPort,
+) -> Resolved {
+    let svc_key = ObjectKey::new(namespace, service);
+    let mut key = BackendKey {
+        namespace: namespace.to_string(),
+        service: service.to_string(),
+        port: port.number.and_then(|n| u16::try_from(n).ok()).unwrap_or(0),
+        protocol: Protocol::Http1,
+    };
+    let Some(svc) = index.services.get(&svc_key) else {
+        return unavailable(key, format!("service {svc_key} not found"));
+    };
+    let spec = svc.object.spec.clone().unwrap_or_default();
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return unavailable(
+            key,
+            format!("service {svc_key} is of type ExternalName, which is not supported"),
+        );
+    }
+    let ports = spec.ports.unwrap_or_default();
+    let found: Option<&ServicePort> = ports.iter().find(|p| match (&port.name, port.number) {
+        (Some(name), _) => p.name.as_deref() == Some(name.as_str()),
+        (None, Some(n)) => p.port == n,
+        (None, None) => false,
+    });
+    let Some(svc_port) = found else {
+        return unavailable(key, format!("service {svc_key} has no {}", describe(port)));
+    };
+    key.port = u16::try_from(svc_port.port).unwrap_or(0);
+    match svc_port.app_protocol.as_deref() {
+        Some(APP_PROTOCOL_H2C) => key.protocol = Protocol::H2c,
+        Some(p @ ("kubernetes.io/h2" | "kubernetes.io/wss" | "https")) => {
+            return unavailable(
+                key,
+                format!("service {svc_key} port {} has appProtocol {p}; TLS to backends is not supported yet", svc_port.port),
+            );
+        }
+        _ => {}
+    }
+    let endpoints = ready_endpoints(
+        slices.0.get(&svc_key).map(Vec::as_slice).unwrap_or(&[]),
+        svc_port,
+    );
+    Resolved {
+        backend: Backend {
+            key,
+            endpoints,
+            unavailable: None,
+        },
+        problem: None,
+    }
+}
+
+/// Ready, non-terminating addresses on the slice port that matches the Service port by name.
+fn ready_endpoints(slices: &[&EndpointSlice], svc_port: &ServicePort) -> Vec<SocketAddr> {
+    let want = svc_port.name.as_deref().unwrap_or("");
+    let mut out = BTreeSet::new();
+    for slice in slices {
+        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+            continue;
+        }
+        let Some(port) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or("") == want)
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            let conditions = endpoint.conditions.clone().unwrap_or_default();
+            // A nil `ready` means ready; terminating endpoints get no new requests.
+            if conditions.ready == Some(false) || conditions.terminating == Some(true) {
+                continue;
+            }
+            for address in &endpoint.addresses {
+                if let Ok(ip) = address.parse::<IpAddr>() {
+                    out.insert(SocketAddr::new(ip, port));
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}

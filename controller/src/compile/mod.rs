@@ -1,0 +1,107 @@
+//! `compile`: the one place Kubernetes semantics are interpreted. Pure and deterministic: the
+//! same index and options always give the same table and diagnostics.
+
+mod backend;
+mod class;
+mod ingress;
+mod tls;
+
+use weir_dataplane::{RouteTable, RouteTableBuilder};
+
+use crate::diagnostic::Diagnostic;
+use crate::index::Index;
+use crate::object::{Kind, ObjectKey, ObjectRef};
+
+pub use backend::{APP_PROTOCOL_H2C, SERVICE_NAME_LABEL};
+pub use class::{DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
+pub use tls::TLS_SECRET_TYPE;
+
+/// The controller value IngressClasses name to hand their Ingresses to weir.
+pub const DEFAULT_CONTROLLER_NAME: &str = "weir.dev/ingress-controller";
+pub const DEFAULT_INGRESS_CLASS: &str = "weir";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// IngressClasses whose `spec.controller` equals this are weir's.
+    pub controller_name: String,
+    /// This class name is weir's too, unless an IngressClass gives it to another controller.
+    pub ingress_class: String,
+    /// The Secret served to TLS clients whose SNI matches no Ingress host.
+    pub default_certificate: Option<ObjectKey>,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        Self {
+            controller_name: DEFAULT_CONTROLLER_NAME.to_string(),
+            ingress_class: DEFAULT_INGRESS_CLASS.to_string(),
+            default_certificate: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Compiled {
+    pub table: RouteTable,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Compiles the index into a route table. Invalid objects are skipped with diagnostics; the rest
+/// applies.
+pub fn compile(index: &Index, options: &CompileOptions) -> Compiled {
+    let mut ctx = Context {
+        index,
+        slices: backend::SlicesByService::new(index),
+        certificates: tls::Certificates::default(),
+        builder: RouteTableBuilder::new(),
+        diagnostics: Vec::new(),
+    };
+    let classes = class::Classes::new(index, options);
+    let mut ours: Vec<_> = index
+        .ingresses
+        .iter()
+        .filter(|(_, e)| classes.owns(&e.object))
+        .collect();
+    // Conflicts resolve to the oldest Ingress, then by namespace/name. Objects without a
+    // creation timestamp (manifest files) count as newest.
+    ours.sort_by(|(ka, a), (kb, b)| {
+        let ta = a.object.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let tb = b.object.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        (ta.is_none(), ta, *ka).cmp(&(tb.is_none(), tb, *kb))
+    });
+    for (key, entry) in ours {
+        ingress::compile_ingress(&mut ctx, key, entry);
+    }
+    if let Some(key) = &options.default_certificate {
+        match ctx.certificates.get(index, key) {
+            Ok(cert) => ctx.builder.default_certificate(cert),
+            Err(message) => {
+                let object = ObjectRef {
+                    kind: Kind::Secret,
+                    key: key.clone(),
+                };
+                let origin = index.secrets.get(key).and_then(|e| e.origin.clone());
+                ctx.diagnostics.push(
+                    Diagnostic::error(
+                        Some(object),
+                        None,
+                        format!("default certificate: {message}"),
+                    )
+                    .at(origin),
+                );
+            }
+        }
+    }
+    Compiled {
+        table: ctx.builder.build(),
+        diagnostics: ctx.diagnostics,
+    }
+}
+
+struct Context<'i> {
+    index: &'i Index,
+    slices: backend::SlicesByService<'i>,
+    certificates: tls::Certificates,
+    builder: RouteTableBuilder,
+    diagnostics: Vec<Diagnostic>,
+}

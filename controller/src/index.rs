@@ -1,0 +1,71 @@
+//! The object index: every object weir reads, by kind and namespace/name. Sources write it;
+//! `compile` reads it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+use crate::object::{Kind, Object, ObjectKey, Origin};
+
+/// An object and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry<T> {
+    pub object: T,
+    pub origin: Option<Origin>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Index {
+    pub ingresses: BTreeMap<ObjectKey, Entry<Ingress>>,
+    pub ingress_classes: BTreeMap<ObjectKey, Entry<IngressClass>>,
+    pub services: BTreeMap<ObjectKey, Entry<Service>>,
+    pub endpoint_slices: BTreeMap<ObjectKey, Entry<EndpointSlice>>,
+    pub secrets: BTreeMap<ObjectKey, Entry<Secret>>,
+}
+
+impl Index {
+    /// Inserts or replaces an object.
+    pub fn apply(&mut self, object: Object, origin: Option<Origin>) {
+        let key = object.object_ref().key;
+        fn put<T>(
+            map: &mut BTreeMap<ObjectKey, Entry<T>>,
+            key: ObjectKey,
+            object: T,
+            origin: Option<Origin>,
+        ) {
+            map.insert(key, Entry { object, origin });
+        }
+        match object {
+            Object::Ingress(o) => put(&mut self.ingresses, key, *o, origin),
+            Object::IngressClass(o) => put(&mut self.ingress_classes, key, *o, origin),
+            Object::Service(o) => put(&mut self.services, key, *o, origin),
+            Object::EndpointSlice(o) => put(&mut self.endpoint_slices, key, *o, origin),
+            Object::Secret(o) => put(&mut self.secrets, key, *o, origin),
+        }
+    }
+
+    /// Removes an object; returns whether it was there.
+    pub fn delete(&mut self, kind: Kind, key: &ObjectKey) -> bool {
+        match kind {
+            Kind::Ingress => self.ingresses.remove(key).is_some(),
+            Kind::IngressClass => self.ingress_classes.remove(key).is_some(),
+            Kind::Service => self.services.remove(key).is_some(),
+            Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
+            Kind::Secret => self.secrets.remove(key).is_some(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ingresses.len()
+            + self.ingress_classes.len()
+            + self.services.len()
+            + self.endpoint_slices.len()
+            + self.secrets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

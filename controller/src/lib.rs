@@ -1,0 +1,16 @@
+//! weir's controller: reads Kubernetes objects (from files now, from the API later), indexes
+//! them, compiles them into a [`weir_dataplane::RouteTable`] and publishes it.
+
+pub mod compile;
+pub mod diagnostic;
+pub mod duration;
+pub mod index;
+pub mod manifest;
+pub mod object;
+pub mod publish;
+
+pub use compile::{compile, CompileOptions, Compiled};
+pub use diagnostic::{Diagnostic, Severity};
+pub use index::Index;
+pub use object::{Kind, Object, ObjectKey, ObjectRef, Origin};
+pub use publish::{table_channel, ConfigMetrics, Publisher, TableReceiver, TableSender};

@@ -1,0 +1,7 @@
+//! The manifest source: Kubernetes YAML files served without a cluster, watched for changes.
+
+mod parse;
+mod source;
+
+pub use parse::{parse, FileObjects, FileParse};
+pub use source::{ManifestSource, SourceError};

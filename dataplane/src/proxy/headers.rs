@@ -1,0 +1,136 @@
+//! Header rewriting between client and backend: hop-by-hop removal and X-Forwarded-*.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one hop and never travel through a proxy (RFC 9110 §7.6.1), plus the
+/// informal ones that clients still send. `Trailer` is end-to-end and is kept: HTTP/1.1 needs it
+/// to send trailers at all.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+const KEEP_ALIVE: &str = "keep-alive";
+const PROXY_CONNECTION: &str = "proxy-connection";
+
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers, including those the Connection header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+}
+
+/// True when the client's TE header asks for trailers (the only TE value HTTP/2 allows).
+pub(crate) fn wants_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().split(';').next() == Some("trailers"))
+}
+
+/// Prepares the headers of a request going to a backend.
+pub(crate) fn forward_request(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+    host: &str,
+) {
+    let trailers = wants_trailers(headers);
+    strip_hop_by_hop(headers);
+    // The proxy answers `Expect: 100-continue` itself when it starts reading the body.
+    headers.remove(header::EXPECT);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    let client = client.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
+        _ => client,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(X_FORWARDED_HOST.clone(), v);
+    }
+}
+
+/// gRPC sends its status in trailers. An HTTP/1.1 client can only receive trailers the response
+/// announces in `Trailer`, and gRPC servers speaking HTTP/2 do not announce them: announce the
+/// standard ones for a gRPC response to a client that asked for trailers.
+pub(crate) fn announce_grpc_trailers(resp: &mut HeaderMap, client_wants_trailers: bool) {
+    let is_grpc = resp
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if client_wants_trailers
+        && is_grpc
+        && !resp.contains_key(header::TRAILER)
+        && !resp.contains_key(header::CONTENT_LENGTH)
+    {
+        resp.insert(
+            header::TRAILER,
+            HeaderValue::from_static("grpc-status, grpc-message, grpc-status-details-bin"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwards_trailers_and_appends_xff() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        forward_request(
+            &mut h,
+            "192.0.2.7".parse().unwrap(),
+            "https",
+            "shop.example",
+        );
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert!(!h.contains_key(header::EXPECT));
+    }
+}

@@ -1,0 +1,125 @@
+//! The dataplane's view of configuration: the current [`Snapshot`] behind one atomic pointer.
+//!
+//! Tables arrive whole on a watch channel. Applying one resolves each backend to its pool (pools
+//! live outside tables, keyed by backend identity, so warm connections survive updates), then
+//! swaps the snapshot. A request loads the snapshot once and uses it to the end.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use prometheus::Registry;
+use tokio::sync::watch;
+
+use crate::metrics::ProxyMetrics;
+use crate::table::{BackendId, BackendKey, RouteTable};
+use crate::upstream::{BackendPool, PoolSettings};
+
+/// One table plus the pool for each of its backends (same indexes as the table's backends).
+#[derive(Debug)]
+pub struct Snapshot {
+    pub table: Arc<RouteTable>,
+    pools: Vec<Arc<BackendPool>>,
+}
+
+impl Snapshot {
+    pub(crate) fn pool(&self, id: BackendId) -> &Arc<BackendPool> {
+        &self.pools[id.index()]
+    }
+}
+
+/// Shared state of one dataplane: the current snapshot, the pools, metrics and readiness.
+#[derive(Debug)]
+pub struct Dataplane {
+    pub(crate) current: Arc<ArcSwap<Snapshot>>,
+    pools: Mutex<HashMap<BackendKey, Arc<BackendPool>>>,
+    pub(crate) metrics: ProxyMetrics,
+    pub(crate) registry: Registry,
+    pool_settings: PoolSettings,
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Dataplane {
+    pub fn new(registry: Registry, pool_settings: PoolSettings) -> prometheus::Result<Arc<Self>> {
+        let metrics = ProxyMetrics::register(&registry)?;
+        let empty = Snapshot {
+            table: Arc::new(RouteTable::default()),
+            pools: Vec::new(),
+        };
+        Ok(Arc::new(Self {
+            current: Arc::new(ArcSwap::from_pointee(empty)),
+            pools: Mutex::new(HashMap::new()),
+            metrics,
+            registry,
+            pool_settings,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    /// The snapshot requests are served from right now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Serves `table` from now on. Backends it keeps keep their pools; endpoint changes are
+    /// applied to those pools in place; pools of backends it drops are released once their
+    /// in-flight requests finish.
+    pub fn apply(&self, table: Arc<RouteTable>) {
+        let mut registry = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = HashMap::with_capacity(table.backends().len());
+        let pools: Vec<_> = table
+            .backends()
+            .iter()
+            .map(|backend| {
+                let pool = registry.remove(&backend.key).unwrap_or_else(|| {
+                    Arc::new(BackendPool::new(
+                        backend.key.clone(),
+                        self.pool_settings.clone(),
+                        self.metrics.clone(),
+                    ))
+                });
+                pool.set_endpoints(&backend.endpoints, backend.unavailable.as_deref());
+                next.insert(backend.key.clone(), pool.clone());
+                pool
+            })
+            .collect();
+        for (key, _) in registry.drain() {
+            tracing::debug!(backend = %key, "backend removed; its pool drains");
+        }
+        *registry = next;
+        drop(registry);
+        tracing::info!(
+            generation = table.generation,
+            routes = table.route_count(),
+            backends = table.backends().len(),
+            "route table applied"
+        );
+        self.current.store(Arc::new(Snapshot { table, pools }));
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Applies every table published on `tables` until the sender is dropped.
+    pub async fn follow(self: Arc<Self>, mut tables: watch::Receiver<Option<Arc<RouteTable>>>) {
+        loop {
+            let table = tables.borrow_and_update().clone();
+            if let Some(table) = table {
+                self.apply(table);
+            }
+            if tables.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// True once the first table has been applied and until draining starts.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}

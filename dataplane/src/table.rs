@@ -1,0 +1,363 @@
+//! The route table: an immutable value compiled by the controller and served by the dataplane.
+//!
+//! A table is built once (by [`RouteTableBuilder`]) and never mutated afterwards; the dataplane
+//! swaps whole tables. Backends are referred to by [`BackendId`], an index into the table's backend
+//! list, so a route can never point at a backend that is not in the same table.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::tls::TlsCertificate;
+
+/// How the dataplane speaks to a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 over cleartext TCP.
+    Http1,
+    /// HTTP/2 over cleartext TCP with prior knowledge.
+    H2c,
+}
+
+/// The identity of a backend: pools are keyed by it and survive table updates that keep it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct BackendKey {
+    pub namespace: String,
+    pub service: String,
+    /// The Service port (not the endpoint's target port).
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for BackendKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)
+    }
+}
+
+/// Index of a backend within one table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct BackendId(usize);
+
+impl BackendId {
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// A backend with its ready endpoints as of the table's compilation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Backend {
+    pub key: BackendKey,
+    /// Ready, non-terminating endpoints. Empty means requests get 503.
+    pub endpoints: Vec<SocketAddr>,
+    /// Why the backend has no endpoints, when the controller knows (e.g. "service not found").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
+}
+
+/// How a route matches the request path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "type", content = "value")]
+pub enum PathMatch {
+    /// The path equals the value exactly (case-sensitive).
+    Exact(String),
+    /// Element-wise prefix. Stored without a trailing slash, except for the root `/`.
+    Prefix(String),
+}
+
+impl PathMatch {
+    /// A prefix match; a trailing slash is not significant (`/foo/` matches like `/foo`).
+    pub fn prefix(path: &str) -> Self {
+        let trimmed = path.trim_end_matches('/');
+        if trimmed.is_empty() {
+            PathMatch::Prefix("/".to_string())
+        } else {
+            PathMatch::Prefix(trimmed.to_string())
+        }
+    }
+
+    pub fn exact(path: &str) -> Self {
+        PathMatch::Exact(path.to_string())
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) if p == "/" => true,
+            PathMatch::Prefix(p) => {
+                path.starts_with(p.as_str())
+                    && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
+            }
+        }
+    }
+
+    /// Sort key: longer paths first; for equal length, Exact before Prefix.
+    fn precedence(&self) -> (std::cmp::Reverse<usize>, u8) {
+        match self {
+            PathMatch::Exact(p) => (std::cmp::Reverse(p.len()), 0),
+            PathMatch::Prefix(p) => (std::cmp::Reverse(p.len()), 1),
+        }
+    }
+}
+
+/// One path rule and where it sends requests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// Bounded name used in metrics and logs: the owning object, e.g. `default/shop`.
+    pub name: String,
+    pub path: PathMatch,
+    pub backend: BackendId,
+}
+
+/// Routes for one host (or for any host), ordered by precedence.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct HostRoutes {
+    routes: Vec<Route>,
+}
+
+impl HostRoutes {
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn find(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.path.matches(path))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+/// Which hosts a rule applies to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum HostMatch {
+    /// A single host, lower-case, without port.
+    Exact(String),
+    /// `*.suffix`: exactly one extra leading label. Holds the suffix (`example.com`).
+    Wildcard(String),
+    /// Every host.
+    Any,
+}
+
+impl HostMatch {
+    /// Parses an Ingress-style host: `a.example.com`, `*.example.com` or empty for any host.
+    pub fn parse(host: &str) -> Self {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if host.is_empty() {
+            HostMatch::Any
+        } else if let Some(suffix) = host.strip_prefix("*.") {
+            HostMatch::Wildcard(suffix.to_string())
+        } else {
+            HostMatch::Exact(host)
+        }
+    }
+}
+
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Wildcard(s) => write!(f, "*.{s}"),
+            HostMatch::Any => f.write_str("*"),
+        }
+    }
+}
+
+/// The whole configuration the dataplane serves.
+#[derive(Debug, Default, Serialize)]
+pub struct RouteTable {
+    /// Set by the publisher; increases with every published table.
+    pub generation: u64,
+    pub(crate) exact_hosts: HashMap<String, HostRoutes>,
+    pub(crate) wildcard_hosts: HashMap<String, HostRoutes>,
+    pub(crate) any_host: HostRoutes,
+    pub(crate) default_backend: Option<DefaultBackend>,
+    pub(crate) backends: Vec<Backend>,
+    pub(crate) tls: TlsTable,
+}
+
+/// The catch-all for requests no rule matches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DefaultBackend {
+    pub name: String,
+    pub backend: BackendId,
+}
+
+impl RouteTable {
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    pub fn backend(&self, id: BackendId) -> &Backend {
+        &self.backends[id.0]
+    }
+
+    pub fn tls(&self) -> &TlsTable {
+        &self.tls
+    }
+
+    /// Number of path rules across all hosts.
+    pub fn route_count(&self) -> usize {
+        self.exact_hosts
+            .values()
+            .map(|h| h.routes.len())
+            .sum::<usize>()
+            + self
+                .wildcard_hosts
+                .values()
+                .map(|h| h.routes.len())
+                .sum::<usize>()
+            + self.any_host.routes.len()
+    }
+
+    /// Compares everything but the generation and key material identity.
+    pub fn same_config(&self, other: &RouteTable) -> bool {
+        self.exact_hosts == other.exact_hosts
+            && self.wildcard_hosts == other.wildcard_hosts
+            && self.any_host == other.any_host
+            && self.default_backend == other.default_backend
+            && self.backends == other.backends
+            && self.tls == other.tls
+    }
+}
+
+/// Certificates by SNI name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TlsTable {
+    pub(crate) exact: HashMap<String, TlsCertificate>,
+    pub(crate) wildcard: HashMap<String, TlsCertificate>,
+    pub(crate) default: Option<TlsCertificate>,
+}
+
+impl TlsTable {
+    /// Exact name first, then the single-label wildcard, then the default certificate.
+    pub fn lookup(&self, server_name: Option<&str>) -> Option<&TlsCertificate> {
+        let by_name = server_name.and_then(|name| {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            self.exact.get(&name).or_else(|| {
+                let (_, suffix) = name.split_once('.')?;
+                self.wildcard.get(suffix)
+            })
+        });
+        by_name.or(self.default.as_ref())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty() && self.default.is_none()
+    }
+}
+
+/// Builds a [`RouteTable`]. The first route added for a (host, path) wins; later duplicates are
+/// returned as errors so the caller can report them.
+#[derive(Default)]
+pub struct RouteTableBuilder {
+    table: RouteTable,
+    backend_ids: HashMap<BackendKey, BackendId>,
+}
+
+/// A route or certificate that lost to an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} is already claimed by {winner}")]
+pub struct Conflict {
+    pub what: String,
+    pub winner: String,
+}
+
+impl RouteTableBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a backend, or returns the id of the identical one already added.
+    pub fn backend(&mut self, backend: Backend) -> BackendId {
+        if let Some(id) = self.backend_ids.get(&backend.key) {
+            return *id;
+        }
+        let id = BackendId(self.table.backends.len());
+        self.backend_ids.insert(backend.key.clone(), id);
+        self.table.backends.push(backend);
+        id
+    }
+
+    pub fn route(
+        &mut self,
+        host: &HostMatch,
+        path: PathMatch,
+        name: &str,
+        backend: BackendId,
+    ) -> Result<(), Conflict> {
+        let routes = match host {
+            HostMatch::Exact(h) => self.table.exact_hosts.entry(h.clone()).or_default(),
+            HostMatch::Wildcard(s) => self.table.wildcard_hosts.entry(s.clone()).or_default(),
+            HostMatch::Any => &mut self.table.any_host,
+        };
+        if let Some(existing) = routes.routes.iter().find(|r| r.path == path) {
+            return Err(Conflict {
+                what: format!("host {host} path {:?}", path),
+                winner: existing.name.clone(),
+            });
+        }
+        routes.routes.push(Route {
+            name: name.to_string(),
+            path,
+            backend,
+        });
+        Ok(())
+    }
+
+    pub fn default_backend(&mut self, name: &str, backend: BackendId) -> Result<(), Conflict> {
+        if let Some(existing) = &self.table.default_backend {
+            return Err(Conflict {
+                what: "the default backend".to_string(),
+                winner: existing.name.clone(),
+            });
+        }
+        self.table.default_backend = Some(DefaultBackend {
+            name: name.to_string(),
+            backend,
+        });
+        Ok(())
+    }
+
+    pub fn certificate(&mut self, host: &HostMatch, cert: TlsCertificate) -> Result<(), Conflict> {
+        let slot = match host {
+            HostMatch::Exact(h) => self.table.tls.exact.entry(h.clone()),
+            HostMatch::Wildcard(s) => self.table.tls.wildcard.entry(s.clone()),
+            HostMatch::Any => {
+                return Err(Conflict {
+                    what: "a TLS entry without a host".to_string(),
+                    winner: "no one (hosts are required for TLS)".to_string(),
+                })
+            }
+        };
+        match slot {
+            std::collections::hash_map::Entry::Occupied(e) => Err(Conflict {
+                what: format!("the certificate for {host}"),
+                winner: e.get().source().to_string(),
+            }),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(cert);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn default_certificate(&mut self, cert: TlsCertificate) {
+        self.table.tls.default = Some(cert);
+    }
+
+    pub fn build(mut self) -> RouteTable {
+        let sort = |h: &mut HostRoutes| h.routes.sort_by_key(|r| r.path.precedence());
+        self.table.exact_hosts.values_mut().for_each(sort);
+        self.table.wildcard_hosts.values_mut().for_each(sort);
+        sort(&mut self.table.any_host);
+        self.table
+    }
+}

@@ -1,0 +1,191 @@
+//! The `weir` command line. Everything here is wiring: flags → sources → dataplane.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use prometheus::Registry;
+use weir_controller::manifest::ManifestSource;
+use weir_controller::{table_channel, CompileOptions, ConfigMetrics, ObjectKey, Publisher};
+use weir_dataplane::{Dataplane, Listeners, PoolSettings};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "weir",
+    version,
+    about = "A Kubernetes ingress controller that never reloads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve traffic for Ingress objects read from manifest files.
+    Run(RunArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    weir_controller::duration::parse(s).map_err(|e| e.to_string())
+}
+
+fn object_key(s: &str) -> Result<ObjectKey, String> {
+    ObjectKey::parse(s).ok_or_else(|| format!("{s:?} is not NAMESPACE/NAME"))
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// A manifest file or directory (multi-document YAML); repeatable. Files are watched.
+    #[arg(long = "manifests", value_name = "PATH", required = true)]
+    manifests: Vec<PathBuf>,
+    /// Cleartext listener: HTTP/1.1 and HTTP/2 with prior knowledge.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    http_listen: SocketAddr,
+    /// TLS listener: HTTP/1.1 and HTTP/2 by ALPN, certificate chosen by SNI.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8443")]
+    https_listen: SocketAddr,
+    /// Admin listener: /metrics, /healthz, /readyz, /debug/routes.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9901")]
+    admin_listen: SocketAddr,
+    /// TLS Secret (NAMESPACE/NAME) served when the client's SNI matches no Ingress host.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = object_key)]
+    default_certificate: Option<ObjectKey>,
+    /// How long in-flight requests may run after SIGTERM.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    drain_timeout: Duration,
+    /// The IngressClass name weir serves (in addition to IngressClasses naming its controller).
+    #[arg(long, value_name = "NAME", default_value = weir_controller::compile::DEFAULT_INGRESS_CLASS)]
+    ingress_class: String,
+    /// The `spec.controller` value of IngressClasses that weir serves.
+    #[arg(long, value_name = "NAME", default_value = weir_controller::compile::DEFAULT_CONTROLLER_NAME)]
+    controller_name: String,
+    /// Timeout for connecting to a backend endpoint.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
+    upstream_connect_timeout: Duration,
+    /// Log filter, e.g. `info` or `weir_dataplane=debug` (RUST_LOG syntax).
+    #[arg(long, value_name = "FILTER", default_value = "info", env = "WEIR_LOG")]
+    log_level: String,
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_logging(args: &RunArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("--log-level {:?}", args.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    let pool_settings = PoolSettings {
+        connect_timeout: args.upstream_connect_timeout,
+        ..PoolSettings::default()
+    };
+    let dataplane = Dataplane::new(registry.clone(), pool_settings)?;
+    let (tx, rx) = table_channel();
+    let publisher = Publisher::new(tx, ConfigMetrics::register(&registry)?);
+    let options = CompileOptions {
+        controller_name: args.controller_name.clone(),
+        ingress_class: args.ingress_class.clone(),
+        default_certificate: args.default_certificate.clone(),
+    };
+    let source = ManifestSource::new(args.manifests.clone(), options, publisher)?;
+
+    let listeners = Listeners {
+        http: Some(weir_dataplane::bind("--http-listen", args.http_listen).await?),
+        https: Some(weir_dataplane::bind("--https-listen", args.https_listen).await?),
+    };
+    let admin = weir_dataplane::bind("--admin-listen", args.admin_listen).await?;
+    tracing::info!(
+        http = %args.http_listen,
+        https = %args.https_listen,
+        admin = %args.admin_listen,
+        "weir listening"
+    );
+
+    tokio::spawn(dataplane.clone().follow(rx));
+    tokio::spawn(weir_dataplane::serve_admin(dataplane.clone(), admin));
+    tokio::spawn(async move {
+        if let Err(error) = source.run().await {
+            tracing::error!(%error, "manifest source stopped; the last table keeps serving");
+        }
+    });
+    weir_dataplane::serve(dataplane, listeners, shutdown_signal(), args.drain_timeout).await;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line: what is wrong with which flag.
+            let rendered = e.to_string();
+            eprintln!(
+                "{}",
+                rendered
+                    .lines()
+                    .next()
+                    .unwrap_or("error: invalid arguments")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let Command::Run(args) = cli.command;
+    if let Err(e) = init_logging(&args) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Runs the real `weir` binary as a child process on free loopback ports.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+use crate::client;
+
+/// A running weir process; killed when dropped.
+pub struct Weir {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+    l.local_addr().expect("local address of a bound socket")
+}
+
+impl Weir {
+    /// Starts `bin` (pass `env!("CARGO_BIN_EXE_weir")`) serving `manifests`, with `extra` flags,
+    /// and waits until `/readyz` answers 200.
+    pub async fn start(bin: &str, manifests: &Path, extra: &[&str]) -> Weir {
+        let (http, https, admin) = (free_port(), free_port(), free_port());
+        let child = Command::new(bin)
+            .arg("run")
+            .arg("--manifests")
+            .arg(manifests)
+            .args(["--http-listen", &http.to_string()])
+            .args(["--https-listen", &https.to_string()])
+            .args(["--admin-listen", &admin.to_string()])
+            .args(extra)
+            .env(
+                "WEIR_LOG",
+                std::env::var("WEIR_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start weir binary {bin}: {e}"));
+        let weir = Weir {
+            child,
+            http,
+            https,
+            admin,
+        };
+        weir.wait_ready(Duration::from_secs(20)).await;
+        weir
+    }
+
+    async fn wait_ready(&self, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Ok(resp) = client::get(self.admin, "admin", "/readyz").await {
+                if resp.status == 200 {
+                    return;
+                }
+            }
+            assert!(
+                start.elapsed() < limit,
+                "weir did not become ready within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let resp = client::get(self.admin, "admin", "/metrics")
+            .await
+            .expect("weir serves /metrics");
+        resp.text()
+    }
+
+    /// The value of one sample (`name{labels}` exactly as exposed), or 0 if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        sample(&self.metrics().await, series)
+    }
+
+    /// The current `weir_config_generation`.
+    pub async fn generation(&self) -> u64 {
+        self.metric("weir_config_generation").await as u64
+    }
+
+    /// Waits until the generation exceeds `after`.
+    pub async fn wait_generation(&self, after: u64, limit: Duration) -> u64 {
+        let start = Instant::now();
+        loop {
+            let g = self.generation().await;
+            if g > after {
+                return g;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no new table after generation {after} within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("weir is running") as i32;
+        // SAFETY-free: kill(2) through the `kill` command keeps this crate free of libc.
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid} failed");
+    }
+}
+
+/// Finds `series` in Prometheus text and returns its value (0 when absent).
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// A temporary directory for manifests, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("weir-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `contents` to `name` atomically (write + rename), as editors and ConfigMaps do.
+    pub fn write(&self, name: &str, contents: &str) {
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, contents).expect("write manifest");
+        std::fs::rename(&tmp, self.0.join(name)).expect("rename manifest into place");
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
