@@ -154,15 +154,14 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // One line: what is wrong with which flag.
+            // One line: what is wrong with which flag (clap's first paragraph, folded).
             let rendered = e.to_string();
-            eprintln!(
-                "{}",
-                rendered
-                    .lines()
-                    .next()
-                    .unwrap_or("error: invalid arguments")
-            );
+            let reason: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{}", reason.join(" "));
             return ExitCode::from(2);
         }
     };

@@ -139,6 +139,7 @@ fn full(b: impl Into<Bytes>) -> Body {
 async fn respond(name: String, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let headers = seen_headers(&req, &name);
     let path = req.uri().path().to_string();
+    let req_version = req.version();
     let mut resp = if let Some(ms) = path.strip_prefix("/slow/") {
         let ms = ms.parse().unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -160,6 +161,13 @@ async fn respond(name: String, req: Request<Incoming>) -> Result<Response<Body>,
         let mut resp = Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed());
         resp.headers_mut()
             .insert("content-type", HeaderValue::from_static("application/grpc"));
+        // HTTP/1.1 can only carry trailers that the head announces.
+        if req_version < http::Version::HTTP_2 {
+            resp.headers_mut().insert(
+                "trailer",
+                HeaderValue::from_static("grpc-status, grpc-message"),
+            );
+        }
         resp
     } else if let Some(n) = path.strip_prefix("/bytes/") {
         let n: usize = n.parse().unwrap_or(0);

@@ -37,7 +37,7 @@ impl Weir {
             .args(extra)
             .env(
                 "WEIR_LOG",
-                std::env::var("WEIR_LOG").unwrap_or_else(|_| "info".into()),
+                std::env::var("WEIR_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())

@@ -105,3 +105,6 @@ struct Context<'i> {
     builder: RouteTableBuilder,
     diagnostics: Vec<Diagnostic>,
 }
+
+#[cfg(test)]
+mod tests;
