@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what weir's tests need and runs all of them: format, lint, unit and end-to-end tests.
+# Idempotent: safe to run again; build outputs are cached in $HOME/.cache/weir/target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "[test.sh] $*"; }
+
+# --- Rust toolchain (the machine provides rustup; components are added if missing) ---
+command -v cargo >/dev/null || { echo "test.sh: cargo is missing: install Rust with rustup" >&2; exit 1; }
+if command -v rustup >/dev/null; then
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+  done
+fi
+
+# --- Debian packages the tests use ---
+need_pkgs=()
+command -v curl >/dev/null || need_pkgs+=(curl)
+command -v cc >/dev/null || need_pkgs+=(gcc libc6-dev)
+command -v kill >/dev/null || need_pkgs+=(procps)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing ${need_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
+export CARGO_TERM_COLOR=never
+log "target dir: $CARGO_TARGET_DIR"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo test"
+cargo test --workspace --locked
