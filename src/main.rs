@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use prometheus::Registry;
 use weir_controller::manifest::ManifestSource;
 use weir_controller::{table_channel, CompileOptions, ConfigMetrics, ObjectKey, Publisher};
-use weir_dataplane::{Dataplane, Listeners, PoolSettings};
+use weir_dataplane::{BackendPolicy, Dataplane, Listeners, Options};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Serve traffic for Ingress objects read from manifest files.
     Run(RunArgs),
+    /// Print weir's CustomResourceDefinitions as YAML.
+    Crds,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -69,9 +71,12 @@ struct RunArgs {
     /// The `spec.controller` value of IngressClasses that weir serves.
     #[arg(long, value_name = "NAME", default_value = weir_controller::compile::DEFAULT_CONTROLLER_NAME)]
     controller_name: String,
-    /// Timeout for connecting to a backend endpoint.
+    /// Timeout for connecting to a backend endpoint, unless a BackendPolicy sets `timeouts.connect`.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
     upstream_connect_timeout: Duration,
+    /// Write one JSON line per request to stdout.
+    #[arg(long)]
+    access_log: bool,
     /// Log filter, e.g. `info` or `weir_dataplane=debug` (RUST_LOG syntax).
     #[arg(long, value_name = "FILTER", default_value = "info", env = "WEIR_LOG")]
     log_level: String,
@@ -109,17 +114,19 @@ async fn shutdown_signal() {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let registry = Registry::new();
-    let pool_settings = PoolSettings {
-        connect_timeout: args.upstream_connect_timeout,
-        ..PoolSettings::default()
+    let options = Options {
+        access_log: args.access_log,
     };
-    let dataplane = Dataplane::new(registry.clone(), pool_settings)?;
+    let dataplane = Dataplane::new(registry.clone(), options)?;
+    let mut default_policy = BackendPolicy::default();
+    default_policy.timeouts.connect = args.upstream_connect_timeout;
     let (tx, rx) = table_channel();
     let publisher = Publisher::new(tx, ConfigMetrics::register(&registry)?);
     let options = CompileOptions {
         controller_name: args.controller_name.clone(),
         ingress_class: args.ingress_class.clone(),
         default_certificate: args.default_certificate.clone(),
+        default_policy,
     };
     let source = ManifestSource::new(args.manifests.clone(), options, publisher)?;
 
@@ -165,7 +172,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Command::Run(args) = cli.command;
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::Crds => {
+            return match weir_controller::crd::crds_yaml() {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: cannot render the CRDs: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     if let Err(e) = init_logging(&args) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);

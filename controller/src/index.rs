@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
+use crate::crd::BackendPolicy;
 use crate::object::{Kind, Object, ObjectKey, Origin};
 
 /// An object and where it came from.
@@ -23,6 +24,7 @@ pub struct Index {
     pub services: BTreeMap<ObjectKey, Entry<Service>>,
     pub endpoint_slices: BTreeMap<ObjectKey, Entry<EndpointSlice>>,
     pub secrets: BTreeMap<ObjectKey, Entry<Secret>>,
+    pub backend_policies: BTreeMap<ObjectKey, Entry<BackendPolicy>>,
 }
 
 impl Index {
@@ -43,6 +45,7 @@ impl Index {
             Object::Service(o) => put(&mut self.services, key, *o, origin),
             Object::EndpointSlice(o) => put(&mut self.endpoint_slices, key, *o, origin),
             Object::Secret(o) => put(&mut self.secrets, key, *o, origin),
+            Object::BackendPolicy(o) => put(&mut self.backend_policies, key, *o, origin),
         }
     }
 
@@ -54,6 +57,7 @@ impl Index {
             Kind::Service => self.services.remove(key).is_some(),
             Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
             Kind::Secret => self.secrets.remove(key).is_some(),
+            Kind::BackendPolicy => self.backend_policies.remove(key).is_some(),
         }
     }
 
@@ -63,6 +67,7 @@ impl Index {
             + self.services.len()
             + self.endpoint_slices.len()
             + self.secrets.len()
+            + self.backend_policies.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -14,3 +14,4 @@ pub use diagnostic::{Diagnostic, Severity};
 pub use index::Index;
 pub use object::{Kind, Object, ObjectKey, ObjectRef, Origin};
 pub use publish::{table_channel, ConfigMetrics, Publisher, TableReceiver, TableSender};
+pub mod crd;

@@ -8,6 +8,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::crd::BackendPolicy;
+
 /// The kinds weir reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -16,6 +18,7 @@ pub enum Kind {
     Service,
     EndpointSlice,
     Secret,
+    BackendPolicy,
 }
 
 impl Kind {
@@ -27,6 +30,7 @@ impl Kind {
             ("v1", "Service") => Some(Kind::Service),
             ("discovery.k8s.io/v1", "EndpointSlice") => Some(Kind::EndpointSlice),
             ("v1", "Secret") => Some(Kind::Secret),
+            ("weir.dev/v1alpha1", "BackendPolicy") => Some(Kind::BackendPolicy),
             _ => None,
         }
     }
@@ -109,6 +113,7 @@ pub enum Object {
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     Secret(Box<Secret>),
+    BackendPolicy(Box<BackendPolicy>),
 }
 
 impl Object {
@@ -119,6 +124,7 @@ impl Object {
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Secret(_) => Kind::Secret,
+            Object::BackendPolicy(_) => Kind::BackendPolicy,
         }
     }
 
@@ -129,6 +135,7 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::BackendPolicy(o) => &o.metadata,
         }
     }
 
@@ -139,6 +146,7 @@ impl Object {
             Object::Service(o) => &mut o.metadata,
             Object::EndpointSlice(o) => &mut o.metadata,
             Object::Secret(o) => &mut o.metadata,
+            Object::BackendPolicy(o) => &mut o.metadata,
         }
     }
 

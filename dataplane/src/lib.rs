@@ -6,8 +6,10 @@
 mod admin;
 mod listener;
 pub mod metrics;
+pub mod policy;
 mod proxy;
 mod router;
+mod session;
 mod state;
 pub mod table;
 mod tls;
@@ -15,12 +17,17 @@ pub mod upstream;
 
 pub use admin::serve_admin;
 pub use listener::{bind, serve, Listeners};
+pub use policy::{
+    BackendPolicy, Backoff, Budget, Keepalive, NonIdempotent, PoolPolicy, RetryOn, RetryPolicy,
+    Reuse, Timeouts,
+};
 pub use proxy::body::ProxyBody;
+pub use proxy::AccessLog;
 pub use router::{normalize_host, Decision};
-pub use state::{Dataplane, Snapshot};
+pub use state::{Dataplane, Options, Snapshot};
 pub use table::{
     Backend, BackendId, BackendKey, Conflict, HostMatch, PathMatch, Protocol, RouteTable,
     RouteTableBuilder,
 };
 pub use tls::{TlsCertificate, TlsError};
-pub use upstream::{PoolSettings, SafetyClass, UpstreamError};
+pub use upstream::{AttemptError, BackendPool, Failure, SafetyClass};

@@ -1,7 +1,6 @@
 //! Client-facing listeners: cleartext (HTTP/1.1 and HTTP/2 prior knowledge told apart by the
 //! connection preface) and TLS (ALPN `h2` / `http/1.1`, certificate by SNI), with graceful drain.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -122,11 +121,16 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
+        let session = dataplane.session();
         let dataplane = dataplane.clone();
         let builder = builder.clone();
         match &tls {
             None => {
-                let client = ClientConn { addr, tls: false };
+                let client = ClientConn {
+                    addr,
+                    tls: false,
+                    session,
+                };
                 tokio::spawn(serve_conn(stream, client, dataplane, builder, watcher));
             }
             Some(acceptor) => {
@@ -136,7 +140,11 @@ async fn accept_loop(
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(stream)) => {
-                            let client = ClientConn { addr, tls: true };
+                            let client = ClientConn {
+                                addr,
+                                tls: true,
+                                session,
+                            };
                             serve_conn(stream, client, dataplane, builder, watcher).await
                         }
                         Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
@@ -157,13 +165,15 @@ async fn serve_conn<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let addr = client.addr;
     let service = service_fn(move |req| {
         let dataplane = dataplane.clone();
-        async move { Ok::<_, Infallible>(dataplane.handle(req, client).await) }
+        let client = client.clone();
+        async move { dataplane.handle(req, client).await }
     });
     let conn = builder.serve_connection(TokioIo::new(io), service);
     if let Err(error) = watcher.watch(conn).await {
-        tracing::debug!(client = %client.addr, %error, "client connection ended with an error");
+        tracing::debug!(client = %addr, %error, "client connection ended with an error");
     }
 }
 

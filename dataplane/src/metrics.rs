@@ -1,29 +1,101 @@
 //! Dataplane metrics, registered on a registry the caller owns (never the default registry).
+//! Per-backend handles are resolved once per pool so the request path does no label lookups
+//! beyond the response code.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::upstream::{Failure, Phase};
 
 /// Latency buckets in seconds: 1 ms .. 30 s.
 const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Why a retry that a condition asked for did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    Budget,
+    NonIdempotent,
+    BodyTooLarge,
+    Deadline,
+}
+
+impl SkipReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            SkipReason::Budget => "budget",
+            SkipReason::NonIdempotent => "non_idempotent",
+            SkipReason::BodyTooLarge => "body_too_large",
+            SkipReason::Deadline => "deadline",
+        }
+    }
+}
+
+/// How a pool found a connection for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickKind {
+    /// A connection opened for this request.
+    New,
+    /// A shared, ready connection.
+    Shared,
+    /// A shared connection that had completed an exchange (first requests in `aggressive`).
+    Proven,
+    /// A connection still connecting or handshaking (`always`).
+    StillConnecting,
+    /// A connection private to the client connection (`never`).
+    Private,
+}
+
+impl PickKind {
+    fn label(self) -> &'static str {
+        match self {
+            PickKind::New => "new",
+            PickKind::Shared => "shared",
+            PickKind::Proven => "proven",
+            PickKind::StillConnecting => "still-connecting",
+            PickKind::Private => "private",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ProxyMetrics {
     /// `weir_requests_total{route,service,code}`
     pub requests: IntCounterVec,
-    /// `weir_request_duration_seconds{route,service}`: request start to end of the response body.
+    /// `weir_request_duration_seconds{route,service}`
     pub duration: HistogramVec,
-    /// `weir_upstream_errors_total{service,reason}`
-    pub upstream_errors: IntCounterVec,
+    attempts: IntCounterVec,
+    retries: IntCounterVec,
+    retries_skipped: IntCounterVec,
+    connections: IntGaugeVec,
+    opened: IntCounterVec,
+    closed: IntCounterVec,
+    goaway: IntCounterVec,
+    refused: IntCounterVec,
+    picks: IntCounterVec,
+    streams_per_connection: HistogramVec,
+}
+
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
 }
 
 impl ProxyMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "weir_requests_total",
-                "Requests answered, by route, backend service and status code.",
-            ),
+        let requests = counter(
+            registry,
+            "weir_requests_total",
+            "Requests answered, by route, backend service and status code.",
             &["route", "service", "code"],
         )?;
         let duration = HistogramVec::new(
@@ -34,20 +106,146 @@ impl ProxyMetrics {
             .buckets(DURATION_BUCKETS.to_vec()),
             &["route", "service"],
         )?;
-        let upstream_errors = IntCounterVec::new(
-            Opts::new(
-                "weir_upstream_errors_total",
-                "Requests that failed towards the backend, by service and reason.",
-            ),
-            &["service", "reason"],
-        )?;
-        registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(upstream_errors.clone()))?;
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "weir_upstream_connections",
+                "Upstream connections by state.",
+            ),
+            &["service", "state"],
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        let streams_per_connection = HistogramVec::new(
+            HistogramOpts::new(
+                "weir_upstream_streams_per_connection",
+                "Requests an upstream connection carried in its life, observed when it closes.",
+            )
+            .buckets(vec![
+                1.0,
+                2.0,
+                5.0,
+                10.0,
+                100.0,
+                1000.0,
+                10_000.0,
+                100_000.0,
+                1_000_000.0,
+            ]),
+            &["service"],
+        )?;
+        registry.register(Box::new(streams_per_connection.clone()))?;
         Ok(Self {
             requests,
             duration,
-            upstream_errors,
+            attempts: counter(registry, "weir_upstream_attempts_total", "Attempts sent to backends, by outcome: `response` or the failure.", &["service", "outcome"])?,
+            retries: counter(registry, "weir_retries_total", "Retries made, by the reason of the failed attempt.", &["service", "reason"])?,
+            retries_skipped: counter(registry, "weir_retries_skipped_total", "Retries a condition asked for but that were not made: budget, non_idempotent, body_too_large, deadline.", &["service", "reason"])?,
+            connections,
+            opened: counter(registry, "weir_upstream_connections_opened_total", "Upstream connections opened.", &["service"])?,
+            closed: counter(registry, "weir_upstream_connections_closed_total", "Upstream connections closed, by reason.", &["service", "reason"])?,
+            goaway: counter(registry, "weir_upstream_goaway_received_total", "GOAWAY frames received from backends.", &["service"])?,
+            refused: counter(registry, "weir_upstream_refused_streams_total", "RST_STREAM(REFUSED_STREAM) received from backends.", &["service"])?,
+            picks: counter(registry, "weir_upstream_pool_picks_total", "How requests found an upstream connection: new, shared, proven, still-connecting, private.", &["service", "kind"])?,
+            streams_per_connection,
         })
+    }
+
+    /// Handles for one backend, resolved once.
+    pub(crate) fn backend(&self, service: &str) -> BackendMetrics {
+        let gauge = |phase: &str| self.connections.with_label_values(&[service, phase]);
+        BackendMetrics {
+            service: service.to_string(),
+            attempts_ok: self.attempts.with_label_values(&[service, "response"]),
+            attempts: self.attempts.clone(),
+            retries: self.retries.clone(),
+            retries_skipped: self.retries_skipped.clone(),
+            connecting: gauge("connecting"),
+            handshaking: gauge("handshaking"),
+            ready: gauge("ready"),
+            draining: gauge("draining"),
+            opened: self.opened.with_label_values(&[service]),
+            closed: self.closed.clone(),
+            goaway: self.goaway.with_label_values(&[service]),
+            refused: self.refused.with_label_values(&[service]),
+            picks: self.picks.clone(),
+            streams_per_connection: self.streams_per_connection.with_label_values(&[service]),
+        }
+    }
+}
+
+/// Metric handles of one backend.
+#[derive(Clone, Debug)]
+pub(crate) struct BackendMetrics {
+    pub(crate) service: String,
+    attempts_ok: IntCounter,
+    attempts: IntCounterVec,
+    retries: IntCounterVec,
+    retries_skipped: IntCounterVec,
+    connecting: IntGauge,
+    handshaking: IntGauge,
+    ready: IntGauge,
+    draining: IntGauge,
+    pub(crate) opened: IntCounter,
+    closed: IntCounterVec,
+    pub(crate) goaway: IntCounter,
+    pub(crate) refused: IntCounter,
+    picks: IntCounterVec,
+    streams_per_connection: Histogram,
+}
+
+impl BackendMetrics {
+    pub(crate) fn attempt_ok(&self) {
+        self.attempts_ok.inc();
+    }
+
+    pub(crate) fn attempt_failed(&self, failure: Failure) {
+        self.attempts
+            .with_label_values(&[&self.service, failure.label()])
+            .inc();
+    }
+
+    pub(crate) fn retry(&self, reason: &str) {
+        self.retries
+            .with_label_values(&[&self.service, reason])
+            .inc();
+    }
+
+    pub(crate) fn retry_skipped(&self, reason: SkipReason) {
+        self.retries_skipped
+            .with_label_values(&[&self.service, reason.label()])
+            .inc();
+    }
+
+    pub(crate) fn pick(&self, kind: PickKind) {
+        self.picks
+            .with_label_values(&[&self.service, kind.label()])
+            .inc();
+    }
+
+    fn gauge(&self, phase: Phase) -> Option<&IntGauge> {
+        match phase {
+            Phase::Connecting => Some(&self.connecting),
+            Phase::Handshaking => Some(&self.handshaking),
+            Phase::Ready => Some(&self.ready),
+            Phase::Draining => Some(&self.draining),
+            Phase::Closed => None,
+        }
+    }
+
+    /// Moves one connection from one state's gauge to another's.
+    pub(crate) fn transition(&self, from: Option<Phase>, to: Phase) {
+        if let Some(g) = from.and_then(|p| self.gauge(p)) {
+            g.dec();
+        }
+        if let Some(g) = self.gauge(to) {
+            g.inc();
+        }
+    }
+
+    pub(crate) fn closed(&self, reason: &str, streams: u64) {
+        self.closed
+            .with_label_values(&[&self.service, reason])
+            .inc();
+        self.streams_per_connection.observe(streams as f64);
     }
 }

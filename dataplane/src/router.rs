@@ -70,6 +70,7 @@ mod tests {
             },
             endpoints: vec![],
             unavailable: None,
+            policy: Default::default(),
         })
     }
 

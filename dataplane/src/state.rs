@@ -5,7 +5,7 @@
 //! swaps the snapshot. A request loads the snapshot once and uses it to the end.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -13,8 +13,10 @@ use prometheus::Registry;
 use tokio::sync::watch;
 
 use crate::metrics::ProxyMetrics;
+use crate::proxy::AccessLog;
+use crate::session::Session;
 use crate::table::{BackendId, BackendKey, RouteTable};
-use crate::upstream::{BackendPool, PoolSettings};
+use crate::upstream::BackendPool;
 
 /// One table plus the pool for each of its backends (same indexes as the table's backends).
 #[derive(Debug)]
@@ -36,14 +38,28 @@ pub struct Dataplane {
     pools: Mutex<HashMap<BackendKey, Arc<BackendPool>>>,
     pub(crate) metrics: ProxyMetrics,
     pub(crate) registry: Registry,
-    pool_settings: PoolSettings,
+    pub(crate) access_log: Option<AccessLog>,
+    sessions: AtomicU64,
     ready: AtomicBool,
     draining: AtomicBool,
 }
 
+/// Dataplane options that are not part of the route table.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Write one JSON line per request to stdout.
+    pub access_log: bool,
+}
+
 impl Dataplane {
-    pub fn new(registry: Registry, pool_settings: PoolSettings) -> prometheus::Result<Arc<Self>> {
+    /// Must be called inside a Tokio runtime (the access log and pool sweepers are tasks).
+    pub fn new(registry: Registry, options: Options) -> prometheus::Result<Arc<Self>> {
         let metrics = ProxyMetrics::register(&registry)?;
+        let access_log = if options.access_log {
+            Some(AccessLog::stdout(&registry)?)
+        } else {
+            None
+        };
         let empty = Snapshot {
             table: Arc::new(RouteTable::default()),
             pools: Vec::new(),
@@ -53,7 +69,8 @@ impl Dataplane {
             pools: Mutex::new(HashMap::new()),
             metrics,
             registry,
-            pool_settings,
+            access_log,
+            sessions: AtomicU64::new(0),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }))
@@ -75,13 +92,13 @@ impl Dataplane {
             .iter()
             .map(|backend| {
                 let pool = registry.remove(&backend.key).unwrap_or_else(|| {
-                    Arc::new(BackendPool::new(
-                        backend.key.clone(),
-                        self.pool_settings.clone(),
-                        self.metrics.clone(),
-                    ))
+                    BackendPool::new(backend.key.clone(), backend.policy.clone(), &self.metrics)
                 });
-                pool.set_endpoints(&backend.endpoints, backend.unavailable.as_deref());
+                pool.update(
+                    &backend.endpoints,
+                    backend.unavailable.as_deref(),
+                    &backend.policy,
+                );
                 next.insert(backend.key.clone(), pool.clone());
                 pool
             })
@@ -117,6 +134,22 @@ impl Dataplane {
     /// True once the first table has been applied and until draining starts.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// A new client connection.
+    pub(crate) fn session(&self) -> Arc<Session> {
+        Arc::new(Session::new(self.sessions.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// The pool serving `key` right now, if the current table has that backend.
+    pub fn pool(&self, key: &BackendKey) -> Option<Arc<BackendPool>> {
+        let snapshot = self.snapshot();
+        let i = snapshot
+            .table
+            .backends()
+            .iter()
+            .position(|b| &b.key == key)?;
+        Some(snapshot.pools[i].clone())
     }
 
     pub(crate) fn start_draining(&self) {

@@ -7,9 +7,11 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::policy::BackendPolicy;
 use crate::tls::TlsCertificate;
 
 /// How the dataplane speaks to a backend.
@@ -50,7 +52,7 @@ impl BackendId {
 }
 
 /// A backend with its ready endpoints as of the table's compilation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Backend {
     pub key: BackendKey,
     /// Ready, non-terminating endpoints. Empty means requests get 503.
@@ -58,6 +60,8 @@ pub struct Backend {
     /// Why the backend has no endpoints, when the controller knows (e.g. "service not found").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
+    /// How connections to it are reused and requests retried.
+    pub policy: Arc<BackendPolicy>,
 }
 
 /// How a route matches the request path.

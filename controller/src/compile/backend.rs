@@ -8,6 +8,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::ServiceBackendPort;
 use weir_dataplane::{Backend, BackendKey, Protocol};
 
+use super::Context;
 use crate::index::Index;
 use crate::object::ObjectKey;
 
@@ -44,12 +45,13 @@ pub(super) struct Resolved {
     pub(super) problem: Option<String>,
 }
 
-fn unavailable(key: BackendKey, reason: String) -> Resolved {
+fn unavailable(ctx: &Context<'_>, key: BackendKey, reason: String) -> Resolved {
     Resolved {
         backend: Backend {
             key,
             endpoints: Vec::new(),
             unavailable: Some(reason.clone()),
+            policy: ctx.default_policy.clone(),
         },
         problem: Some(reason),
     }
@@ -64,12 +66,12 @@ fn describe(port: &ServiceBackendPort) -> String {
 }
 
 pub(super) fn resolve(
-    index: &Index,
-    slices: &SlicesByService<'_>,
+    ctx: &Context<'_>,
     namespace: &str,
     service: &str,
     port: &ServiceBackendPort,
 ) -> Resolved {
+    let index: &Index = ctx.index;
     let svc_key = ObjectKey::new(namespace, service);
     let mut key = BackendKey {
         namespace: namespace.to_string(),
@@ -78,11 +80,12 @@ pub(super) fn resolve(
         protocol: Protocol::Http1,
     };
     let Some(svc) = index.services.get(&svc_key) else {
-        return unavailable(key, format!("service {svc_key} not found"));
+        return unavailable(ctx, key, format!("service {svc_key} not found"));
     };
     let spec = svc.object.spec.clone().unwrap_or_default();
     if spec.type_.as_deref() == Some("ExternalName") {
         return unavailable(
+            ctx,
             key,
             format!("service {svc_key} is of type ExternalName, which is not supported"),
         );
@@ -94,28 +97,37 @@ pub(super) fn resolve(
         (None, None) => false,
     });
     let Some(svc_port) = found else {
-        return unavailable(key, format!("service {svc_key} has no {}", describe(port)));
+        return unavailable(
+            ctx,
+            key,
+            format!("service {svc_key} has no {}", describe(port)),
+        );
     };
     key.port = u16::try_from(svc_port.port).unwrap_or(0);
-    match svc_port.app_protocol.as_deref() {
-        Some(APP_PROTOCOL_H2C) => key.protocol = Protocol::H2c,
-        Some(p @ ("kubernetes.io/h2" | "kubernetes.io/wss" | "https")) => {
-            return unavailable(
-                key,
-                format!("service {svc_key} port {} has appProtocol {p}; TLS to backends is not supported yet", svc_port.port),
+    let (policy, protocol) = match ctx.policies.lookup(&svc_key, svc_port.name.as_deref()) {
+        Some((policy, protocol)) => (policy, protocol),
+        None => (ctx.default_policy.clone(), None),
+    };
+    match (protocol, svc_port.app_protocol.as_deref()) {
+        // The policy's protocol overrides the Service port's appProtocol.
+        (Some(protocol), _) => key.protocol = protocol,
+        (None, Some(APP_PROTOCOL_H2C)) => key.protocol = Protocol::H2c,
+        (None, Some(p @ ("kubernetes.io/h2" | "kubernetes.io/wss" | "https"))) => {
+            let reason = format!(
+                "service {svc_key} port {} has appProtocol {p}; TLS to backends is not supported yet",
+                svc_port.port
             );
+            return unavailable(ctx, key, reason);
         }
         _ => {}
     }
-    let endpoints = ready_endpoints(
-        slices.0.get(&svc_key).map(Vec::as_slice).unwrap_or(&[]),
-        svc_port,
-    );
+    let slices = ctx.slices.0.get(&svc_key).map(Vec::as_slice).unwrap_or(&[]);
     Resolved {
         backend: Backend {
             key,
-            endpoints,
+            endpoints: ready_endpoints(slices, svc_port),
             unavailable: None,
+            policy,
         },
         problem: None,
     }

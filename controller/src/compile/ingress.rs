@@ -94,7 +94,7 @@ fn resolve_backend(
         );
         return None;
     };
-    let resolved = backend::resolve(ctx.index, &ctx.slices, namespace, &service.name, port);
+    let resolved = backend::resolve(ctx, namespace, &service.name, port);
     if let Some(problem) = resolved.problem {
         report.error(format!("{field}.service"), problem);
     }

@@ -4,9 +4,10 @@
 mod backend;
 mod class;
 mod ingress;
+mod policy;
 mod tls;
 
-use weir_dataplane::{RouteTable, RouteTableBuilder};
+use weir_dataplane::{BackendPolicy, RouteTable, RouteTableBuilder};
 
 use crate::diagnostic::Diagnostic;
 use crate::index::Index;
@@ -14,13 +15,14 @@ use crate::object::{Kind, ObjectKey, ObjectRef};
 
 pub use backend::{APP_PROTOCOL_H2C, SERVICE_NAME_LABEL};
 pub use class::{DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
+pub use policy::{to_dataplane, PolicyStatus};
 pub use tls::TLS_SECRET_TYPE;
 
 /// The controller value IngressClasses name to hand their Ingresses to weir.
 pub const DEFAULT_CONTROLLER_NAME: &str = "weir.dev/ingress-controller";
 pub const DEFAULT_INGRESS_CLASS: &str = "weir";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CompileOptions {
     /// IngressClasses whose `spec.controller` equals this are weir's.
     pub controller_name: String,
@@ -28,6 +30,8 @@ pub struct CompileOptions {
     pub ingress_class: String,
     /// The Secret served to TLS clients whose SNI matches no Ingress host.
     pub default_certificate: Option<ObjectKey>,
+    /// The policy of backends no BackendPolicy targets, and the base of those one does.
+    pub default_policy: BackendPolicy,
 }
 
 impl Default for CompileOptions {
@@ -36,6 +40,7 @@ impl Default for CompileOptions {
             controller_name: DEFAULT_CONTROLLER_NAME.to_string(),
             ingress_class: DEFAULT_INGRESS_CLASS.to_string(),
             default_certificate: None,
+            default_policy: BackendPolicy::default(),
         }
     }
 }
@@ -44,17 +49,23 @@ impl Default for CompileOptions {
 pub struct Compiled {
     pub table: RouteTable,
     pub diagnostics: Vec<Diagnostic>,
+    /// What became of each BackendPolicy, for its status conditions.
+    pub policy_status: std::collections::BTreeMap<ObjectKey, PolicyStatus>,
 }
 
 /// Compiles the index into a route table. Invalid objects are skipped with diagnostics; the rest
 /// applies.
 pub fn compile(index: &Index, options: &CompileOptions) -> Compiled {
+    let mut diagnostics = Vec::new();
+    let policies = policy::Policies::new(index, &options.default_policy, &mut diagnostics);
     let mut ctx = Context {
         index,
         slices: backend::SlicesByService::new(index),
         certificates: tls::Certificates::default(),
+        policies,
+        default_policy: std::sync::Arc::new(options.default_policy.clone()),
         builder: RouteTableBuilder::new(),
-        diagnostics: Vec::new(),
+        diagnostics,
     };
     let classes = class::Classes::new(index, options);
     let mut ours: Vec<_> = index
@@ -95,6 +106,7 @@ pub fn compile(index: &Index, options: &CompileOptions) -> Compiled {
     Compiled {
         table: ctx.builder.build(),
         diagnostics: ctx.diagnostics,
+        policy_status: ctx.policies.status,
     }
 }
 
@@ -102,6 +114,8 @@ struct Context<'i> {
     index: &'i Index,
     slices: backend::SlicesByService<'i>,
     certificates: tls::Certificates,
+    policies: policy::Policies,
+    default_policy: std::sync::Arc<BackendPolicy>,
     builder: RouteTableBuilder,
     diagnostics: Vec<Diagnostic>,
 }

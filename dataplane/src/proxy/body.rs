@@ -1,8 +1,11 @@
 //! Body types on the request path. Bodies stream frame by frame; nothing here buffers a body.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -10,6 +13,8 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
+use super::access_log::{rfc3339, AccessLog};
+use super::retry::AttemptRecord;
 use crate::metrics::ProxyMetrics;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -27,28 +32,64 @@ pub fn incoming(body: Incoming) -> ProxyBody {
     body.map_err(BoxError::from).boxed()
 }
 
-/// Records a request's metrics when its response body is finished or dropped, so the duration
-/// covers the whole response and an aborted response is counted too.
+/// The access-log fields of one request (only gathered when the log is on).
+pub(crate) struct LogFields {
+    pub(crate) log: AccessLog,
+    pub(crate) time: std::time::SystemTime,
+    pub(crate) client: std::net::SocketAddr,
+    pub(crate) method: String,
+    pub(crate) authority: String,
+    pub(crate) path: String,
+    pub(crate) attempts: Vec<AttemptRecord>,
+}
+
+/// Records a request's metrics (and access-log line) when its response body is finished or
+/// dropped, so the duration covers the whole response and an aborted response is counted too.
 pub(crate) struct Completion {
     pub(crate) metrics: ProxyMetrics,
     pub(crate) route: String,
     pub(crate) service: String,
-    pub(crate) code: u16,
+    pub(crate) code: String,
     pub(crate) start: Instant,
+    pub(crate) bytes: u64,
+    pub(crate) log: Option<Box<LogFields>>,
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
         let labels = [self.route.as_str(), self.service.as_str()];
         self.metrics
             .duration
             .with_label_values(&labels)
-            .observe(self.start.elapsed().as_secs_f64());
-        let code = self.code.to_string();
+            .observe(elapsed.as_secs_f64());
         self.metrics
             .requests
-            .with_label_values(&[&self.route, &self.service, &code])
+            .with_label_values(&[&self.route, &self.service, &self.code])
             .inc();
+        if let Some(f) = self.log.take() {
+            let endpoint = f
+                .attempts
+                .last()
+                .and_then(|a| a.endpoint)
+                .map(|e| e.to_string());
+            let attempts: Vec<String> = f.attempts.iter().map(AttemptRecord::summary).collect();
+            let line = serde_json::json!({
+                "time": rfc3339(f.time),
+                "client": f.client.to_string(),
+                "method": f.method,
+                "authority": f.authority,
+                "path": f.path,
+                "route": self.route,
+                "service": self.service,
+                "endpoint": endpoint,
+                "status": self.code,
+                "bytes": self.bytes,
+                "duration": elapsed.as_secs_f64(),
+                "attempts": attempts,
+            });
+            f.log.write(line.to_string());
+        }
     }
 }
 
@@ -76,11 +117,67 @@ impl Body for Metered {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let poll = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = poll {
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(c)) = (frame.data_ref(), self.completion.as_mut()) {
+                    c.bytes += data.len() as u64;
+                }
+            }
             // Record as soon as the body ends rather than when the connection drops it.
-            self.completion.take();
+            Poll::Ready(None) => drop(self.completion.take()),
+            _ => {}
         }
         poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Aborts a response body that sends nothing for `timeout` (the backend's `timeouts.idle`).
+pub(crate) struct IdleTimeout {
+    inner: ProxyBody,
+    timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimeout {
+    pub(crate) fn new(inner: ProxyBody, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = Instant::now() + this.timeout;
+                this.sleep.as_mut().reset(deadline);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err("backend response body idle timeout".into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 
     fn is_end_stream(&self) -> bool {

@@ -63,3 +63,10 @@ pub(super) fn method_not_allowed() -> Response<ProxyBody> {
         "weir: CONNECT is not supported\n".into(),
     )
 }
+
+pub(super) fn pool_exhausted(service: &str) -> Response<ProxyBody> {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("weir: too many requests waiting for a connection to service {service}\n"),
+    )
+}

@@ -1,28 +1,37 @@
-//! The request path after the listener: route → backend → pool, and the response back.
+//! The request path after the listener: route → backend → retry loop over the pool, and the
+//! response back.
 
+pub(crate) mod access_log;
 pub mod body;
 mod headers;
 mod local;
+pub(crate) mod replay;
+pub(crate) mod retry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 
 use crate::router::normalize_host;
+use crate::session::Session;
 use crate::state::{Dataplane, Snapshot};
 use crate::table::Protocol;
-use crate::upstream::UpstreamError;
-use body::{Completion, Metered, ProxyBody};
+use crate::upstream::{Failure, SafetyClass, Want};
+use body::{Completion, LogFields, Metered, ProxyBody};
+use retry::{AttemptRecord, Exchange, Outcome};
+
+pub use access_log::AccessLog;
 
 /// What the proxy knows about the client connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ClientConn {
     pub(crate) addr: SocketAddr,
     pub(crate) tls: bool,
+    pub(crate) session: Arc<Session>,
 }
 
 impl ClientConn {
@@ -46,83 +55,190 @@ fn authority(req: &Request<Incoming>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The error a service returns to have hyper reset the client's HTTP/2 stream with
+/// REFUSED_STREAM (hyper takes the reason from an `h2::Error` in the error's source chain).
+#[derive(Debug)]
+pub(crate) struct Refused(h2::Error);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request refused: the backend did not process it")
+    }
+}
+
+impl std::error::Error for Refused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// How a request ended, before its response body.
+enum Answer {
+    Respond(Response<ProxyBody>),
+    /// Reset the client's HTTP/2 stream with REFUSED_STREAM: the backend provably did not
+    /// process the request, so the client may retry it.
+    Refuse,
+}
+
+struct Dispatched {
+    route: String,
+    service: String,
+    answer: Answer,
+    attempts: Vec<AttemptRecord>,
+}
+
+impl Dispatched {
+    fn local(resp: Response<ProxyBody>) -> Self {
+        Self {
+            route: String::new(),
+            service: String::new(),
+            answer: Answer::Respond(resp),
+            attempts: Vec::new(),
+        }
+    }
+}
+
 impl Dataplane {
-    /// Serves one request from the current snapshot. Never fails: errors become responses.
+    /// Serves one request from the current snapshot. Errors become responses, except an
+    /// unprocessed failure on an HTTP/2 client stream, which becomes REFUSED_STREAM.
     pub(crate) async fn handle(
         &self,
         req: Request<Incoming>,
         client: ClientConn,
-    ) -> Response<ProxyBody> {
+    ) -> Result<Response<ProxyBody>, Refused> {
         let start = Instant::now();
         let snapshot: Arc<Snapshot> = self.current.load_full();
         let version = req.version();
-        let (route, service, mut resp) = self.dispatch(&snapshot, req, client).await;
-        *resp.version_mut() = version;
-        let completion = Completion {
+        let log = self.access_log.as_ref().map(|log| {
+            Box::new(LogFields {
+                log: log.clone(),
+                time: std::time::SystemTime::now(),
+                client: client.addr,
+                method: req.method().to_string(),
+                authority: authority(&req).unwrap_or_default(),
+                path: req.uri().path().to_string(),
+                attempts: Vec::new(),
+            })
+        });
+        let d = self.dispatch(&snapshot, req, &client, start).await;
+        let mut completion = Completion {
             metrics: self.metrics.clone(),
-            route,
-            service,
-            code: resp.status().as_u16(),
+            route: d.route,
+            service: d.service,
+            code: String::new(),
             start,
+            bytes: 0,
+            log,
         };
-        resp.map(|b| ProxyBody::new(Metered::new(b, completion)))
+        if let Some(log) = completion.log.as_mut() {
+            log.attempts = d.attempts;
+        }
+        match d.answer {
+            Answer::Respond(mut resp) => {
+                *resp.version_mut() = version;
+                completion.code = resp.status().as_u16().to_string();
+                Ok(resp.map(|b| ProxyBody::new(Metered::new(b, completion))))
+            }
+            Answer::Refuse => {
+                completion.code = "refused-stream".to_string();
+                drop(completion);
+                Err(Refused(h2::Error::from(h2::Reason::REFUSED_STREAM)))
+            }
+        }
     }
 
     async fn dispatch(
         &self,
         snapshot: &Snapshot,
         req: Request<Incoming>,
-        client: ClientConn,
-    ) -> (String, String, Response<ProxyBody>) {
+        client: &ClientConn,
+        start: Instant,
+    ) -> Dispatched {
+        let first = client.session.begin_request();
         if req.method() == Method::CONNECT {
-            return (String::new(), String::new(), local::method_not_allowed());
+            return Dispatched::local(local::method_not_allowed());
         }
         let Some(authority) = authority(&req) else {
-            return (String::new(), String::new(), local::missing_host());
+            return Dispatched::local(local::missing_host());
         };
         let host = normalize_host(&authority);
         let Some(decision) = snapshot.table.route(&host, req.uri().path()) else {
-            return (String::new(), String::new(), local::no_route());
+            return Dispatched::local(local::no_route());
         };
         let pool = snapshot.pool(decision.backend).clone();
         let route = decision.route.to_string();
-        let service = pool.key().to_string();
+        let service = pool.metrics.service.clone();
         let client_wants_trailers = headers::wants_trailers(req.headers());
         let client_version = req.version();
+        let protocol = pool.key().protocol;
+        let policy = pool.policy();
 
-        let upstream_req = match to_upstream(req, &authority, client, pool.key().protocol) {
-            Ok(r) => r,
-            Err(InvalidTarget) => return (route, service, local::bad_request()),
-        };
-        let resp = match pool.send(upstream_req).await {
-            Ok(resp) => resp,
-            Err(UpstreamError::NoEndpoints) => {
-                let reason = pool.unavailable_reason();
-                return (
+        let (head, body) = match to_upstream(req, &authority, client, protocol) {
+            Ok(parts) => parts,
+            Err(InvalidTarget) => {
+                return Dispatched {
                     route,
-                    service.clone(),
-                    local::no_endpoints(&service, reason.as_deref().map(|s| s.as_str())),
-                );
-            }
-            Err(error) => {
-                tracing::warn!(%route, %service, %error, class = ?error.class(), "upstream request failed");
-                let resp = match error {
-                    UpstreamError::ConnectTimeout { .. } => local::gateway_timeout(&service),
-                    _ => local::bad_gateway(&service),
-                };
-                return (route, service, resp);
+                    service,
+                    answer: Answer::Respond(local::bad_request()),
+                    attempts: Vec::new(),
+                }
             }
         };
-        let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        if client_version < Version::HTTP_2 {
-            headers::announce_grpc_trailers(&mut parts.headers, client_wants_trailers);
-        }
-        (
+        let exchange = Exchange {
+            pool: &pool,
+            policy: policy.clone(),
+            want: Want {
+                session: &client.session,
+                first,
+                race_is_retried: retry::race_is_retried(&policy, protocol, &head.method),
+            },
+            head,
+            replay: replay::Replay::new(body, policy.retry.max_replay_bytes),
+            start,
+        };
+        let (outcome, attempts) = retry::run(exchange).await;
+        let answer = match outcome {
+            Outcome::Response(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers);
+                if client_version < Version::HTTP_2 {
+                    headers::announce_grpc_trailers(&mut parts.headers, client_wants_trailers);
+                }
+                let body = match policy.timeouts.idle {
+                    Some(idle) => ProxyBody::new(body::IdleTimeout::new(body, idle)),
+                    None => body,
+                };
+                Answer::Respond(Response::from_parts(parts, body))
+            }
+            Outcome::Failed(error) => {
+                tracing::warn!(%route, %service, %error, class = error.class().label(), "upstream request failed");
+                match error.failure {
+                    Failure::NoEndpoints => {
+                        let reason = pool.unavailable_reason();
+                        Answer::Respond(local::no_endpoints(
+                            &service,
+                            reason.as_deref().map(|s| s.as_str()),
+                        ))
+                    }
+                    Failure::PoolExhausted => Answer::Respond(local::pool_exhausted(&service)),
+                    f if f.class() == SafetyClass::Unprocessed
+                        && client_version == Version::HTTP_2 =>
+                    {
+                        Answer::Refuse
+                    }
+                    Failure::ConnectTimeout | Failure::ResponseTimeout => {
+                        Answer::Respond(local::gateway_timeout(&service))
+                    }
+                    _ => Answer::Respond(local::bad_gateway(&service)),
+                }
+            }
+        };
+        Dispatched {
             route,
             service,
-            Response::from_parts(parts, body::incoming(body)),
-        )
+            answer,
+            attempts,
+        }
     }
 }
 
@@ -133,9 +249,9 @@ struct InvalidTarget;
 fn to_upstream(
     req: Request<Incoming>,
     authority: &str,
-    client: ClientConn,
+    client: &ClientConn,
     protocol: Protocol,
-) -> Result<Request<ProxyBody>, InvalidTarget> {
+) -> Result<(http::request::Parts, ProxyBody), InvalidTarget> {
     let (mut parts, body) = req.into_parts();
     let path_and_query = parts
         .uri
@@ -167,5 +283,6 @@ fn to_upstream(
             parts.headers.remove(header::HOST);
         }
     }
-    Ok(Request::from_parts(parts, body::incoming(body)))
+    parts.extensions = http::Extensions::new();
+    Ok((parts, body::incoming(body)))
 }

@@ -1,73 +1,120 @@
-//! Upstream connection pools, one per backend identity.
+//! Upstream connection pools, one per backend identity, surviving table updates.
 //!
-//! This is the pool interface the proxy uses: `BackendPool::send` takes a request and returns the
-//! backend's response. Endpoint selection is round-robin over ready endpoints. HTTP/1.1 endpoints
-//! keep a stack of idle keep-alive connections; HTTP/2 endpoints share one multiplexed connection.
+//! `BackendPool::attempt` sends one attempt to one endpoint: it leases a stream slot under the
+//! backend's reuse mode (opening a connection if allowed, waiting if not), sends, and classifies
+//! any failure by what the caller may do about it. Retrying is the proxy's job.
 
-mod connect;
+mod budget;
+mod endpoint;
 mod error;
+mod h1;
+mod h2;
+mod select;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
 
-pub use error::{SafetyClass, UpstreamError};
+pub(crate) use budget::RetryBudget;
+pub(crate) use endpoint::Want;
+pub use error::{AttemptError, Failure, SafetyClass};
+pub use select::Phase;
 
-use crate::metrics::ProxyMetrics;
+use crate::metrics::{BackendMetrics, ProxyMetrics};
+use crate::policy::BackendPolicy;
 use crate::proxy::body::ProxyBody;
-use crate::table::{BackendKey, Protocol};
+use crate::proxy::replay::AttemptBody;
+use crate::table::BackendKey;
+use endpoint::{Endpoint, Lease};
 
-/// Pool tuning shared by all backends.
-#[derive(Clone, Debug)]
-pub struct PoolSettings {
-    pub connect_timeout: Duration,
-    /// Idle HTTP/1.1 connections kept per endpoint.
-    pub max_idle_per_endpoint: usize,
+/// How often pools close idle and expired connections.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Times one attempt may move to another connection when nothing was sent on the first.
+const MAX_REPICKS: usize = 4;
+
+pub struct BackendPool {
+    key: BackendKey,
+    policy: ArcSwap<BackendPolicy>,
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    unavailable: ArcSwapOption<String>,
+    next: AtomicUsize,
+    pending: AtomicUsize,
+    pub(crate) budget: RetryBudget,
+    pub(crate) metrics: BackendMetrics,
+    sweeper: tokio::task::AbortHandle,
 }
 
-impl Default for PoolSettings {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(5),
-            max_idle_per_endpoint: 64,
+impl std::fmt::Debug for BackendPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendPool")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for BackendPool {
+    fn drop(&mut self) {
+        self.sweeper.abort();
+        for endpoint in self.endpoints.load().iter() {
+            endpoint.retire();
         }
     }
 }
 
-#[derive(Debug)]
-pub struct BackendPool {
-    key: BackendKey,
-    settings: PoolSettings,
-    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
-    unavailable: ArcSwapOption<String>,
-    next: AtomicUsize,
-    metrics: ProxyMetrics,
+async fn sweep(pool: Weak<BackendPool>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let policy = pool.policy.load();
+        for endpoint in pool.endpoints.load().iter() {
+            endpoint.sweep(&policy);
+        }
+    }
 }
 
 impl BackendPool {
-    pub(crate) fn new(key: BackendKey, settings: PoolSettings, metrics: ProxyMetrics) -> Self {
-        Self {
+    pub(crate) fn new(
+        key: BackendKey,
+        policy: Arc<BackendPolicy>,
+        metrics: &ProxyMetrics,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|weak: &Weak<BackendPool>| Self {
+            metrics: metrics.backend(&key.to_string()),
             key,
-            settings,
+            policy: ArcSwap::new(policy),
             endpoints: ArcSwap::from_pointee(Vec::new()),
             unavailable: ArcSwapOption::empty(),
             next: AtomicUsize::new(0),
-            metrics,
-        }
+            pending: AtomicUsize::new(0),
+            budget: RetryBudget::new(),
+            sweeper: tokio::spawn(sweep(weak.clone())).abort_handle(),
+        })
     }
 
     pub fn key(&self) -> &BackendKey {
         &self.key
     }
 
-    /// Replaces the endpoint set, keeping the connections of endpoints that stay.
-    pub(crate) fn set_endpoints(&self, addrs: &[SocketAddr], unavailable: Option<&str>) {
+    pub(crate) fn policy(&self) -> Arc<BackendPolicy> {
+        self.policy.load_full()
+    }
+
+    /// Applies a new endpoint set and policy in place. Endpoints that stay keep their
+    /// connections; endpoints that leave drain theirs.
+    pub(crate) fn update(
+        &self,
+        addrs: &[SocketAddr],
+        unavailable: Option<&str>,
+        policy: &Arc<BackendPolicy>,
+    ) {
+        if **self.policy.load() != **policy {
+            self.policy.store(policy.clone());
+        }
         let current = self.endpoints.load();
         let next: Vec<Arc<Endpoint>> = addrs
             .iter()
@@ -79,6 +126,9 @@ impl BackendPool {
                     .unwrap_or_else(|| Arc::new(Endpoint::new(*addr, self.key.protocol)))
             })
             .collect();
+        for gone in current.iter().filter(|e| !addrs.contains(&e.addr)) {
+            gone.retire();
+        }
         self.endpoints.store(Arc::new(next));
         self.unavailable
             .store(unavailable.map(|u| Arc::new(u.to_string())));
@@ -89,193 +139,120 @@ impl BackendPool {
         self.unavailable.load_full()
     }
 
-    fn pick(&self) -> Option<Arc<Endpoint>> {
+    /// Round-robin, skipping endpoints in `avoid` while others remain.
+    pub(crate) fn pick_endpoint(&self, avoid: &[SocketAddr]) -> Option<Arc<Endpoint>> {
         let endpoints = self.endpoints.load();
-        if endpoints.is_empty() {
+        let n = endpoints.len();
+        if n == 0 {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
-        Some(endpoints[i].clone())
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &endpoints[(start + i) % n])
+            .find(|e| !avoid.contains(&e.addr))
+            .or_else(|| endpoints.get(start % n))
+            .cloned()
     }
 
-    /// Sends `req` to the next endpoint. `req` must already be in the upstream's form
-    /// (see `proxy::forward`).
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
-        let endpoint = self.pick().ok_or(UpstreamError::NoEndpoints)?;
-        let result = endpoint.send(req, &self.settings).await;
-        if let Err(error) = &result {
-            self.metrics
-                .upstream_errors
-                .with_label_values(&[&self.key.to_string(), error.reason()])
-                .inc();
+    /// Open connections across endpoints (all states but closed).
+    pub fn connection_count(&self) -> usize {
+        self.endpoints
+            .load()
+            .iter()
+            .map(|e| e.connection_count())
+            .sum()
+    }
+
+    /// Sends one attempt to `endpoint`.
+    pub(crate) async fn attempt(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        want: &Want<'_>,
+        policy: &BackendPolicy,
+        head: &http::request::Parts,
+        body: AttemptBody,
+    ) -> Result<Response<ProxyBody>, AttemptError> {
+        let result = self.attempt_inner(endpoint, want, policy, head, body).await;
+        match &result {
+            Ok(_) => self.metrics.attempt_ok(),
+            Err(e) => self.metrics.attempt_failed(e.failure),
         }
         result
     }
-}
 
-#[derive(Debug)]
-struct Endpoint {
-    addr: SocketAddr,
-    conns: Conns,
-}
-
-#[derive(Debug)]
-enum Conns {
-    Http1 {
-        idle: Mutex<Vec<http1::SendRequest<ProxyBody>>>,
-    },
-    H2 {
-        shared: ArcSwapOption<http2::SendRequest<ProxyBody>>,
-        dialing: tokio::sync::Mutex<()>,
-    },
-}
-
-impl Endpoint {
-    fn new(addr: SocketAddr, protocol: Protocol) -> Self {
-        let conns = match protocol {
-            Protocol::Http1 => Conns::Http1 {
-                idle: Mutex::new(Vec::new()),
-            },
-            Protocol::H2c => Conns::H2 {
-                shared: ArcSwapOption::empty(),
-                dialing: tokio::sync::Mutex::new(()),
-            },
-        };
-        Self { addr, conns }
-    }
-
-    async fn send(
-        self: Arc<Self>,
-        req: Request<ProxyBody>,
-        settings: &PoolSettings,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match &self.conns {
-            Conns::Http1 { .. } => self.send_http1(req, settings).await,
-            Conns::H2 { .. } => self.send_h2(req, settings).await,
-        }
-    }
-
-    fn idle_http1(&self) -> Option<http1::SendRequest<ProxyBody>> {
-        let Conns::Http1 { idle } = &self.conns else {
-            return None;
-        };
-        let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(sender) = idle.pop() {
-            if sender.is_ready() {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    fn release_http1(self: &Arc<Self>, mut sender: http1::SendRequest<ProxyBody>, max_idle: usize) {
-        let endpoint = self.clone();
-        // The connection can take another request once this response's body is fully read.
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            if let Conns::Http1 { idle } = &endpoint.conns {
-                let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
-                if idle.len() < max_idle {
-                    idle.push(sender);
-                }
-            }
-        });
-    }
-
-    async fn send_http1(
-        self: Arc<Self>,
-        mut req: Request<ProxyBody>,
-        settings: &PoolSettings,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let addr = self.addr;
-        // A pooled connection the backend closed while idle hands the request back unsent:
-        // then, and only then, the request goes out again on a fresh connection.
-        loop {
-            let (mut sender, reused) = match self.idle_http1() {
-                Some(sender) => (sender, true),
-                None => (connect::http1(addr, settings.connect_timeout).await?, false),
-            };
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    self.release_http1(sender, settings.max_idle_per_endpoint);
-                    return Ok(resp);
-                }
-                Err(mut err) => match err.take_message() {
-                    Some(unsent) if reused => req = unsent,
-                    Some(_) => {
-                        return Err(UpstreamError::NotSent {
-                            addr,
-                            source: err.into_error(),
-                        })
-                    }
-                    None => {
-                        return Err(UpstreamError::Request {
-                            addr,
-                            source: err.into_error(),
-                        })
-                    }
-                },
-            }
-        }
-    }
-
-    async fn h2_sender(
+    async fn attempt_inner(
         &self,
-        settings: &PoolSettings,
-    ) -> Result<http2::SendRequest<ProxyBody>, UpstreamError> {
-        let Conns::H2 { shared, dialing } = &self.conns else {
-            unreachable!("h2_sender is only called on HTTP/2 endpoints");
-        };
-        if let Some(sender) = shared.load().as_ref() {
-            if !sender.is_closed() {
-                return Ok((**sender).clone());
-            }
-        }
-        // One dial in flight per endpoint; late arrivals reuse its result.
-        let _guard = dialing.lock().await;
-        if let Some(sender) = shared.load().as_ref() {
-            if !sender.is_closed() {
-                return Ok((**sender).clone());
-            }
-        }
-        let sender = connect::http2(self.addr, settings.connect_timeout).await?;
-        shared.store(Some(Arc::new(sender.clone())));
-        Ok(sender)
-    }
-
-    async fn send_h2(
-        self: Arc<Self>,
-        mut req: Request<ProxyBody>,
-        settings: &PoolSettings,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let addr = self.addr;
-        let mut fresh_tries = 0;
-        loop {
-            let mut sender = self.h2_sender(settings).await?;
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp),
-                Err(mut err) => match err.take_message() {
-                    // The shared connection closed before our stream was opened: unprocessed.
-                    Some(unsent) if fresh_tries == 0 => {
-                        fresh_tries += 1;
-                        req = unsent;
-                    }
-                    Some(_) => {
-                        return Err(UpstreamError::NotSent {
-                            addr,
-                            source: err.into_error(),
-                        })
-                    }
-                    None => {
-                        return Err(UpstreamError::Request {
-                            addr,
-                            source: err.into_error(),
-                        })
-                    }
+        endpoint: &Arc<Endpoint>,
+        want: &Want<'_>,
+        policy: &BackendPolicy,
+        head: &http::request::Parts,
+        mut body: AttemptBody,
+    ) -> Result<Response<ProxyBody>, AttemptError> {
+        let mut last = None;
+        for _ in 0..MAX_REPICKS {
+            let lease = endpoint
+                .lease(want, policy, &self.metrics, &self.pending)
+                .await?;
+            let outcome = match lease {
+                Lease::H2(slot) => match h2::send(slot, clone_parts(head), body).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(h2::SendError::Failed(e)) => return Err(e),
+                    Err(h2::SendError::NotStarted(ns)) => (
+                        ns.body,
+                        AttemptError::new(ns.failure, Some(endpoint.addr), "connection unusable"),
+                    ),
                 },
+                lease => {
+                    let conn = match lease {
+                        Lease::H1(conn) => conn,
+                        Lease::DialH1 { private } => {
+                            let owner = private.then_some(want.session);
+                            h1::dial(
+                                endpoint,
+                                owner,
+                                want.session.id(),
+                                policy.timeouts.connect,
+                                &self.metrics,
+                            )
+                            .await?
+                        }
+                        Lease::H2(_) => unreachable!("handled above"),
+                    };
+                    let req = Request::from_parts(clone_parts(head), body);
+                    match h1::send(endpoint, conn, req, policy.pool.max_requests_per_connection)
+                        .await
+                    {
+                        Ok(resp) => return Ok(resp),
+                        Err(h1::SendError::Failed(e)) => return Err(e),
+                        Err(h1::SendError::NotStarted(b, e)) => (b, e),
+                    }
+                }
+            };
+            let (returned, error) = outcome;
+            // Nothing was sent. A connection that went away is not the endpoint's fault: take
+            // another; a connection that never came up is the attempt's failure.
+            if !matches!(error.failure, Failure::NotSent | Failure::GoAway) {
+                return Err(error);
             }
+            body = returned;
+            last = Some(error);
         }
+        Err(last.unwrap_or_else(|| {
+            AttemptError::new(
+                Failure::NotSent,
+                Some(endpoint.addr),
+                "no usable connection",
+            )
+        }))
     }
+}
+
+/// `http::request::Parts` is not `Clone` (extensions); requests carry none we forward.
+pub(crate) fn clone_parts(head: &http::request::Parts) -> http::request::Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = head.uri.clone();
+    *req.version_mut() = head.version;
+    *req.headers_mut() = head.headers.clone();
+    req.into_parts().0
 }

@@ -1,0 +1,308 @@
+//! One endpoint's connections and the rules for getting a stream slot on one of them.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::error::{AttemptError, Failure};
+use super::h1::H1Conn;
+use super::h2::{H2Conn, Slot};
+use super::select::{self, Candidate, Phase, Pick};
+use crate::metrics::{BackendMetrics, PickKind};
+use crate::policy::{BackendPolicy, Reuse};
+use crate::session::Session;
+use crate::table::Protocol;
+
+pub(crate) struct Endpoint {
+    pub(crate) addr: SocketAddr,
+    pub(crate) protocol: Protocol,
+    /// HTTP/2 connections in every phase but closed.
+    h2: Mutex<Vec<Arc<H2Conn>>>,
+    /// Idle HTTP/1.1 connections.
+    h1_idle: Mutex<Vec<H1Conn>>,
+    /// Open HTTP/1.1 connections (idle or busy), for the per-endpoint limit.
+    pub(crate) open: AtomicUsize,
+    /// Woken when a slot frees, a connection changes phase, or one closes.
+    pub(crate) wake: Arc<Notify>,
+}
+
+/// A place to send one request.
+pub(crate) enum Lease {
+    H2(Slot),
+    H1(H1Conn),
+    /// Open a new HTTP/1.1 connection (already counted in `open`).
+    DialH1 {
+        private: bool,
+    },
+}
+
+/// What the request brings to connection selection.
+pub(crate) struct Want<'a> {
+    pub(crate) session: &'a Arc<Session>,
+    pub(crate) first: bool,
+    pub(crate) race_is_retried: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Endpoint {
+    pub(crate) fn new(addr: SocketAddr, protocol: Protocol) -> Self {
+        Self {
+            addr,
+            protocol,
+            h2: Mutex::new(Vec::new()),
+            h1_idle: Mutex::new(Vec::new()),
+            open: AtomicUsize::new(0),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    fn pick_kind(candidate: &Candidate) -> PickKind {
+        if candidate.private_to.is_some() {
+            PickKind::Private
+        } else if matches!(candidate.phase, Phase::Connecting | Phase::Handshaking) {
+            PickKind::StillConnecting
+        } else if candidate.proven {
+            PickKind::Proven
+        } else {
+            PickKind::Shared
+        }
+    }
+
+    /// Finds or creates a stream slot for a request, waiting (bounded by the policy) when the
+    /// connection limit is reached or a dial that it may use is in flight.
+    pub(crate) async fn lease(
+        self: &Arc<Self>,
+        want: &Want<'_>,
+        policy: &BackendPolicy,
+        metrics: &BackendMetrics,
+        pending: &AtomicUsize,
+    ) -> Result<Lease, AttemptError> {
+        let deadline = Instant::now() + policy.pool.pending_timeout;
+        let mut waiting = false;
+        let result = loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_lease(want, policy, metrics) {
+                Some(lease) => break Ok(lease),
+                None => {
+                    if !waiting {
+                        if pending.fetch_add(1, Ordering::AcqRel)
+                            >= policy.pool.max_pending_requests as usize
+                        {
+                            pending.fetch_sub(1, Ordering::AcqRel);
+                            return Err(AttemptError::new(
+                                Failure::PoolExhausted,
+                                Some(self.addr),
+                                "too many pending requests",
+                            ));
+                        }
+                        waiting = true;
+                    }
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        break Err(AttemptError::new(
+                            Failure::PoolExhausted,
+                            Some(self.addr),
+                            "timed out waiting for a connection",
+                        ));
+                    }
+                }
+            }
+        };
+        if waiting {
+            pending.fetch_sub(1, Ordering::AcqRel);
+        }
+        result
+    }
+
+    fn can_dial(&self, open: usize, policy: &BackendPolicy) -> bool {
+        policy
+            .pool
+            .max_connections_per_endpoint
+            .is_none_or(|max| open < max as usize)
+    }
+
+    fn request(want: &Want<'_>, mode: Reuse) -> select::Request {
+        select::Request {
+            mode,
+            first: want.first,
+            session: want.session.id(),
+            race_is_retried: want.race_is_retried,
+        }
+    }
+
+    fn try_lease(
+        self: &Arc<Self>,
+        want: &Want<'_>,
+        policy: &BackendPolicy,
+        metrics: &BackendMetrics,
+    ) -> Option<Lease> {
+        match self.protocol {
+            Protocol::H2c => self.try_lease_h2(want, policy, metrics).map(Lease::H2),
+            Protocol::Http1 => self.try_lease_h1(want, policy, metrics),
+        }
+    }
+
+    fn try_lease_h2(
+        self: &Arc<Self>,
+        want: &Want<'_>,
+        policy: &BackendPolicy,
+        metrics: &BackendMetrics,
+    ) -> Option<Slot> {
+        let cap = policy.pool.max_streams_per_connection;
+        let mut conns = lock(&self.h2);
+        conns.retain(|c| c.phase() != Phase::Closed);
+        let candidates: Vec<Candidate> = conns
+            .iter()
+            .map(|c| Candidate {
+                phase: c.phase(),
+                proven: c.proven(),
+                private_to: c.owner.as_ref().map(|(id, _)| *id),
+                dialed_for: c.dialed_for,
+                free_slot: c.has_free_slot(cap),
+            })
+            .collect();
+        let req = Self::request(want, policy.pool.reuse);
+        match select::pick(req, &candidates) {
+            Pick::Use(i) => {
+                let slot = conns[i].try_reserve(cap)?;
+                metrics.pick(Self::pick_kind(&candidates[i]));
+                self.after_reserve(&conns[i], policy);
+                Some(slot)
+            }
+            Pick::Dial { private } => {
+                // One dial in flight per endpoint unless more are needed: a request that may use
+                // any shared connection waits for one that is still starting.
+                let needs_own =
+                    private || (want.first && !want.race_is_retried && req.mode != Reuse::Always);
+                let starting = candidates.iter().any(|c| {
+                    c.private_to.is_none()
+                        && matches!(c.phase, Phase::Connecting | Phase::Handshaking)
+                });
+                if (!needs_own && starting) || !self.can_dial(conns.len(), policy) {
+                    return None;
+                }
+                let owner = private.then_some(want.session);
+                let conn = H2Conn::new(
+                    self.addr,
+                    owner,
+                    want.session.id(),
+                    metrics.clone(),
+                    self.wake.clone(),
+                );
+                let slot = conn.try_reserve(cap)?;
+                metrics.pick(if private {
+                    PickKind::Private
+                } else {
+                    PickKind::New
+                });
+                conns.push(conn.clone());
+                drop(conns);
+                super::h2::establish(conn.clone(), policy.timeouts.connect, policy.pool.keepalive);
+                self.after_reserve(&conn, policy);
+                Some(slot)
+            }
+        }
+    }
+
+    /// A connection that reached its request limit takes no more streams.
+    fn after_reserve(&self, conn: &Arc<H2Conn>, policy: &BackendPolicy) {
+        if policy
+            .pool
+            .max_requests_per_connection
+            .is_some_and(|max| conn.started() >= max)
+        {
+            conn.drain();
+        }
+    }
+
+    fn try_lease_h1(
+        &self,
+        want: &Want<'_>,
+        policy: &BackendPolicy,
+        metrics: &BackendMetrics,
+    ) -> Option<Lease> {
+        let mut idle = lock(&self.h1_idle);
+        idle.retain(|c| c.is_usable());
+        let candidates: Vec<Candidate> = idle.iter().map(H1Conn::candidate).collect();
+        match select::pick(Self::request(want, policy.pool.reuse), &candidates) {
+            Pick::Use(i) => {
+                metrics.pick(Self::pick_kind(&candidates[i]));
+                Some(Lease::H1(idle.swap_remove(i)))
+            }
+            Pick::Dial { private } => {
+                let open = self.open.load(Ordering::Acquire);
+                if !self.can_dial(open, policy) {
+                    return None;
+                }
+                self.open.fetch_add(1, Ordering::AcqRel);
+                metrics.pick(if private {
+                    PickKind::Private
+                } else {
+                    PickKind::New
+                });
+                Some(Lease::DialH1 { private })
+            }
+        }
+    }
+
+    pub(crate) fn put_idle(&self, conn: H1Conn) {
+        lock(&self.h1_idle).push(conn);
+        self.wake.notify_waiters();
+    }
+
+    /// Housekeeping: idle timeouts, age limits, connections whose owner is gone.
+    pub(crate) fn sweep(&self, policy: &BackendPolicy) {
+        let pool = &policy.pool;
+        let conns: Vec<Arc<H2Conn>> = lock(&self.h2).clone();
+        for conn in conns {
+            let owner_gone = conn
+                .owner
+                .as_ref()
+                .is_some_and(|(_, w)| w.strong_count() == 0);
+            if owner_gone || pool.max_connection_age.is_some_and(|max| conn.age() >= max) {
+                conn.drain();
+            } else if conn
+                .idle_for()
+                .is_some_and(|idle| idle >= pool.idle_timeout)
+            {
+                conn.close("idle-timeout");
+            }
+        }
+        lock(&self.h2).retain(|c| c.phase() != Phase::Closed);
+        lock(&self.h1_idle).retain(|c| {
+            c.is_usable()
+                && !c.owner_gone()
+                && c.idle_since.elapsed() < pool.idle_timeout
+                && pool.max_connection_age.is_none_or(|max| c.age() < max)
+                && pool
+                    .max_requests_per_connection
+                    .is_none_or(|max| c.requests() < max)
+        });
+    }
+
+    /// Closes every connection (the endpoint left the backend); in-flight streams finish.
+    pub(crate) fn retire(&self) {
+        for conn in lock(&self.h2).iter() {
+            conn.drain();
+        }
+        lock(&self.h1_idle).clear();
+    }
+
+    /// Connections in any phase but closed.
+    pub(crate) fn connection_count(&self) -> usize {
+        match self.protocol {
+            Protocol::H2c => lock(&self.h2)
+                .iter()
+                .filter(|c| c.phase() != Phase::Closed)
+                .count(),
+            Protocol::Http1 => self.open.load(Ordering::Acquire),
+        }
+    }
+}
