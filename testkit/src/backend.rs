@@ -6,6 +6,9 @@
 //! - `/echo`: streams the request body back.
 //! - `/grpc`: a gRPC-style response with `grpc-status` / `grpc-message` trailers.
 //! - `/bytes/<n>`: a body of `n` bytes, streamed in 16 KiB chunks.
+//! - `/status/<code>`: answers with that status.
+//! - `/flaky/<n>`: the first `n` requests to any `/flaky/` path answer 503, later ones 200.
+//!   Every response carries `x-body-sha` (length and checksum of the request body received).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,6 +34,7 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub name: String,
     hits: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -46,11 +50,18 @@ impl Backend {
         let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let hits = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(accept(listener, name.to_string(), hits.clone()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(accept(
+            listener,
+            name.to_string(),
+            hits.clone(),
+            connections.clone(),
+        ));
         Ok(Backend {
             addr,
             name: name.to_string(),
             hits,
+            connections,
             task,
         })
     }
@@ -66,19 +77,32 @@ impl Backend {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+
+    /// TCP connections this backend has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
 }
 
-async fn accept(listener: TcpListener, name: String, hits: Arc<AtomicUsize>) {
+async fn accept(
+    listener: TcpListener,
+    name: String,
+    hits: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+) {
+    let flaky = Arc::new(AtomicUsize::new(0));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        connections.fetch_add(1, Ordering::SeqCst);
         let name = name.clone();
         let hits = hits.clone();
+        let flaky = flaky.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 hits.fetch_add(1, Ordering::SeqCst);
-                respond(name.clone(), req)
+                respond(name.clone(), req, flaky.clone())
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -136,11 +160,45 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
-async fn respond(name: String, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let headers = seen_headers(&req, &name);
+/// Length and a simple checksum of a body, to compare what arrived with what was sent.
+pub fn body_digest(body: &[u8]) -> String {
+    let sum = body.iter().fold(0u64, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(u64::from(*b))
+    });
+    format!("{}:{sum:x}", body.len())
+}
+
+async fn respond(
+    name: String,
+    req: Request<Incoming>,
+    flaky: Arc<AtomicUsize>,
+) -> Result<Response<Body>, Infallible> {
+    let mut headers = seen_headers(&req, &name);
     let path = req.uri().path().to_string();
     let req_version = req.version();
-    let mut resp = if let Some(ms) = path.strip_prefix("/slow/") {
+    let mut resp = if let Some(n) = path.strip_prefix("/flaky/") {
+        let n: usize = n.parse().unwrap_or(0);
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        if let Ok(v) = HeaderValue::from_str(&body_digest(&body)) {
+            headers.insert("x-body-sha", v);
+        }
+        let mut resp = Response::new(full(name.clone()));
+        if flaky.fetch_add(1, Ordering::SeqCst) < n {
+            *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        }
+        resp
+    } else if let Some(code) = path.strip_prefix("/status/") {
+        let mut resp = Response::new(full(name.clone()));
+        if let Ok(code) = http::StatusCode::from_bytes(code.as_bytes()) {
+            *resp.status_mut() = code;
+        }
+        resp
+    } else if let Some(ms) = path.strip_prefix("/slow/") {
         let ms = ms.parse().unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Response::new(full(name.clone()))

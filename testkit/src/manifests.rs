@@ -61,3 +61,12 @@ pub fn ingress(
 pub fn docs(parts: &[String]) -> String {
     parts.join("\n---\n")
 }
+
+/// A BackendPolicy targeting `service`, with `spec` (YAML, indented by two spaces, without
+/// `targetRefs`) appended to its spec.
+pub fn backend_policy(namespace: &str, name: &str, service: &str, spec: &str) -> String {
+    let spec = spec.lines().map(|l| format!("  {l}\n")).collect::<String>();
+    format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: BackendPolicy\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  targetRefs: [{{name: {service}}}]\n{spec}"
+    )
+}

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
+use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
 use crate::client;
@@ -15,6 +18,7 @@ pub struct Weir {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub admin: SocketAddr,
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 fn free_port() -> SocketAddr {
@@ -27,7 +31,7 @@ impl Weir {
     /// and waits until `/readyz` answers 200.
     pub async fn start(bin: &str, manifests: &Path, extra: &[&str]) -> Weir {
         let (http, https, admin) = (free_port(), free_port(), free_port());
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .arg("run")
             .arg("--manifests")
             .arg(manifests)
@@ -39,16 +43,28 @@ impl Weir {
                 "WEIR_LOG",
                 std::env::var("WEIR_LOG").unwrap_or_else(|_| "warn".into()),
             )
-            .stdout(Stdio::inherit())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start weir binary {bin}: {e}"));
+        // Stdout is the access log: keep its lines for the test.
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            let lines = stdout.clone();
+            tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::new(out).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
         let weir = Weir {
             child,
             http,
             https,
             admin,
+            stdout,
         };
         weir.wait_ready(Duration::from_secs(20)).await;
         weir
@@ -68,6 +84,14 @@ impl Weir {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Lines weir has written to stdout so far (the access log).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The admin listener's `/metrics` text.

@@ -41,8 +41,10 @@ impl H1Conn {
         }
     }
 
+    /// Not closed. A connection whose last response just ended may need a moment to become
+    /// ready again; `send` waits for that.
     pub(crate) fn is_usable(&self) -> bool {
-        self.sender.is_ready()
+        !self.sender.is_closed()
     }
 
     pub(crate) fn requests(&self) -> u64 {
@@ -134,19 +136,21 @@ pub(crate) async fn send(
     max_requests: Option<u64>,
 ) -> Result<Response<ProxyBody>, SendError> {
     let addr = endpoint.addr;
+    if conn.sender.ready().await.is_err() {
+        let error = AttemptError::new(Failure::NotSent, Some(addr), "connection closed while idle");
+        return Err(SendError::NotStarted(req.into_body(), error));
+    }
     match conn.sender.try_send_request(req).await {
         Ok(resp) => {
             conn.requests += 1;
+            let reuse = max_requests.is_none_or(|m| conn.requests < m);
             let endpoint = endpoint.clone();
-            tokio::spawn(async move {
-                if conn.sender.ready().await.is_ok()
-                    && max_requests.is_none_or(|m| conn.requests < m)
-                {
-                    conn.idle_since = Instant::now();
-                    endpoint.put_idle(conn);
-                }
-            });
-            Ok(resp.map(crate::proxy::body::incoming))
+            Ok(resp.map(|inner| {
+                ProxyBody::new(H1Body {
+                    inner,
+                    conn: reuse.then_some((conn, endpoint)),
+                })
+            }))
         }
         Err(mut err) => {
             let unsent = err.take_message();
@@ -171,6 +175,63 @@ pub(crate) async fn send(
                     )))
                 }
             }
+        }
+    }
+}
+
+/// A response body from an HTTP/1.1 backend. When it has been read to the end, its connection
+/// goes straight back to the endpoint's idle list, so the client's next request finds it.
+struct H1Body {
+    inner: hyper::body::Incoming,
+    conn: Option<(H1Conn, Arc<Endpoint>)>,
+}
+
+impl H1Body {
+    fn release(&mut self) {
+        if let Some((mut conn, endpoint)) = self.conn.take() {
+            conn.idle_since = Instant::now();
+            endpoint.put_idle(conn);
+        }
+    }
+}
+
+impl http_body::Body for H1Body {
+    type Data = bytes::Bytes;
+    type Error = crate::proxy::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &poll {
+            std::task::Poll::Ready(None) => self.release(),
+            // With a known length the last data frame is the end: release before the client,
+            // which now has the whole response, sends its next request.
+            std::task::Poll::Ready(Some(Ok(_))) if http_body::Body::is_end_stream(&self.inner) => {
+                self.release()
+            }
+            // An error leaves the connection unusable: it closes when dropped.
+            std::task::Poll::Ready(Some(Err(_))) => self.conn = None,
+            _ => {}
+        }
+        poll.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for H1Body {
+    fn drop(&mut self) {
+        // A body nobody read (HEAD, 204, 304) is complete all the same.
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.release();
         }
     }
 }

@@ -519,6 +519,11 @@ impl Body for H2Body {
             match ready!(this.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
                     let _ = this.recv.flow_control().release_capacity(data.len());
+                    if this.recv.is_end_stream() {
+                        // END_STREAM with the last data: the exchange is complete now.
+                        this.data_done = true;
+                        this.finish();
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
