@@ -56,6 +56,14 @@ fn handle(dataplane: &Dataplane, req: &Request<Incoming>) -> Response<Full<Bytes
                 ),
             }
         }
+        "/debug/pools" => match serde_json::to_vec_pretty(&dataplane.debug_pools()) {
+            Ok(json) => respond(StatusCode::OK, "application/json", json),
+            Err(e) => respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string(),
+            ),
+        },
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }

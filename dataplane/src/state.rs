@@ -141,6 +141,12 @@ impl Dataplane {
         Arc::new(Session::new(self.sessions.fetch_add(1, Ordering::Relaxed)))
     }
 
+    /// Every pool of the current table, as JSON.
+    pub fn debug_pools(&self) -> serde_json::Value {
+        let snapshot = self.snapshot();
+        serde_json::Value::Array(snapshot.pools.iter().map(|p| p.debug()).collect())
+    }
+
     /// The pool serving `key` right now, if the current table has that backend.
     pub fn pool(&self, key: &BackendKey) -> Option<Arc<BackendPool>> {
         let snapshot = self.snapshot();

@@ -295,6 +295,28 @@ impl Endpoint {
         lock(&self.h1_idle).clear();
     }
 
+    /// The endpoint's connections, for `/debug/pools`.
+    pub(crate) fn debug(&self) -> serde_json::Value {
+        let h2: Vec<serde_json::Value> = lock(&self.h2)
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "phase": format!("{:?}", c.phase()).to_lowercase(),
+                    "active_streams": c.active(),
+                    "requests": c.started(),
+                    "proven": c.proven(),
+                    "private": c.owner.is_some(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "address": self.addr.to_string(),
+            "h2_connections": h2,
+            "h1_open": self.open.load(Ordering::Acquire),
+            "h1_idle": lock(&self.h1_idle).len(),
+        })
+    }
+
     /// Connections in any phase but closed.
     pub(crate) fn connection_count(&self) -> usize {
         match self.protocol {

@@ -154,6 +154,18 @@ impl BackendPool {
             .cloned()
     }
 
+    /// The pool's state as JSON, for `/debug/pools`.
+    pub fn debug(&self) -> serde_json::Value {
+        let endpoints: Vec<serde_json::Value> =
+            self.endpoints.load().iter().map(|e| e.debug()).collect();
+        serde_json::json!({
+            "service": self.key.to_string(),
+            "protocol": self.key.protocol,
+            "pending": self.pending.load(Ordering::Acquire),
+            "endpoints": endpoints,
+        })
+    }
+
     /// Open connections across endpoints (all states but closed).
     pub fn connection_count(&self) -> usize {
         self.endpoints
