@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve traffic for Ingress objects read from manifest files.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print weir's CustomResourceDefinitions as YAML.
     Crds,
 }
@@ -173,7 +173,7 @@ fn main() -> ExitCode {
         }
     };
     let args = match cli.command {
-        Command::Run(args) => args,
+        Command::Run(args) => *args,
         Command::Crds => {
             return match weir_controller::crd::crds_yaml() {
                 Ok(yaml) => {
