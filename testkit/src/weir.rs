@@ -19,6 +19,7 @@ pub struct Weir {
     pub https: SocketAddr,
     pub admin: SocketAddr,
     stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 fn free_port() -> SocketAddr {
@@ -28,8 +29,21 @@ fn free_port() -> SocketAddr {
 
 impl Weir {
     /// Starts `bin` (pass `env!("CARGO_BIN_EXE_weir")`) serving `manifests`, with `extra` flags,
-    /// and waits until `/readyz` answers 200.
+    /// and waits until `/readyz` answers 200. Free ports are picked by binding port 0 and
+    /// releasing it, which another test may race for: a start whose process exits is retried on
+    /// new ports.
     pub async fn start(bin: &str, manifests: &Path, extra: &[&str]) -> Weir {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start(bin, manifests, extra).await {
+                Ok(weir) => return weir,
+                Err(reason) => last = reason,
+            }
+        }
+        panic!("weir did not start: {last}");
+    }
+
+    async fn try_start(bin: &str, manifests: &Path, extra: &[&str]) -> Result<Weir, String> {
         let (http, https, admin) = (free_port(), free_port(), free_port());
         let mut child = Command::new(bin)
             .arg("run")
@@ -44,7 +58,7 @@ impl Weir {
                 std::env::var("WEIR_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start weir binary {bin}: {e}"));
@@ -59,29 +73,50 @@ impl Weir {
                 }
             });
         }
-        let weir = Weir {
+        // Stderr is the log: pass it through, and keep it for `assert_no_panic`.
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(err) = child.stderr.take() {
+            let lines = stderr.clone();
+            tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::new(err).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    eprintln!("{line}");
+                    lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        let mut weir = Weir {
             child,
             http,
             https,
             admin,
             stdout,
+            stderr,
         };
-        weir.wait_ready(Duration::from_secs(20)).await;
-        weir
+        weir.wait_ready(Duration::from_secs(20))
+            .await
+            .map(|()| weir)
     }
 
-    async fn wait_ready(&self, limit: Duration) {
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
         let start = Instant::now();
         loop {
             if let Ok(resp) = client::get(self.admin, "admin", "/readyz").await {
                 if resp.status == 200 {
-                    return;
+                    return Ok(());
                 }
             }
-            assert!(
-                start.elapsed() < limit,
-                "weir did not become ready within {limit:?}"
-            );
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = self
+                    .stderr
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .join("\n");
+                return Err(format!("weir exited with {status}:\n{log}"));
+            }
+            if start.elapsed() > limit {
+                return Err(format!("weir did not become ready within {limit:?}"));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -92,6 +127,65 @@ impl Weir {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Fails the test if weir logged a panic or its process exited.
+    pub fn assert_no_panic(&mut self) {
+        let lines = self
+            .stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let panics: Vec<&String> = lines.iter().filter(|l| l.contains("panicked")).collect();
+        assert!(panics.is_empty(), "weir panicked: {panics:?}");
+        assert!(
+            matches!(self.child.try_wait(), Ok(None)),
+            "weir exited: {:?}",
+            self.child.try_wait()
+        );
+    }
+
+    /// `/debug/pools` as JSON.
+    pub async fn pools(&self) -> serde_json::Value {
+        let resp = client::get(self.admin, "admin", "/debug/pools")
+            .await
+            .expect("weir serves /debug/pools");
+        serde_json::from_slice(&resp.body).expect("/debug/pools is JSON")
+    }
+
+    /// Waits until no upstream stream is active and no request waits for a connection:
+    /// nothing leaked once the test's traffic is over.
+    pub async fn assert_settled(&self, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let pools = self.pools().await;
+            let busy: Vec<String> = pools
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|pool| {
+                    let pending = pool["pending"].as_u64().unwrap_or(0);
+                    let streams: u64 = pool["endpoints"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|e| e["h2_connections"].as_array().into_iter().flatten())
+                        .map(|c| c["active_streams"].as_u64().unwrap_or(0))
+                        .sum();
+                    (pending > 0 || streams > 0).then(|| {
+                        format!(
+                            "{}: {streams} active streams, {pending} pending",
+                            pool["service"]
+                        )
+                    })
+                })
+                .collect();
+            if busy.is_empty() {
+                return;
+            }
+            assert!(start.elapsed() < limit, "leaked after {limit:?}: {busy:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The admin listener's `/metrics` text.

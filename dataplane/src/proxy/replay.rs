@@ -7,9 +7,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 
 use super::body::{BoxError, ProxyBody};
 
@@ -68,6 +71,33 @@ impl Replay {
             sent: 0,
             trailers_sent: false,
         }
+    }
+}
+
+/// After a final response that came before the whole request body (an early 413, say), the rest
+/// of the body is read and discarded for at most this long and this much, so an HTTP/1.1 client
+/// can finish its upload and read the response instead of having the connection closed under it.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: u64 = 64 << 20;
+
+impl Drop for State {
+    fn drop(&mut self) {
+        if self.finished || self.failed || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let mut source = std::mem::replace(&mut self.source, super::body::full(Bytes::new()));
+        tokio::spawn(async move {
+            let drain = async {
+                let mut read = 0u64;
+                while let Some(Ok(frame)) = source.frame().await {
+                    read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if read > LINGER_BYTES {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+        });
     }
 }
 

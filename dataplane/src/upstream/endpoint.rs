@@ -27,6 +27,8 @@ pub(crate) struct Endpoint {
     pub(crate) open: AtomicUsize,
     /// Woken when a slot frees, a connection changes phase, or one closes.
     pub(crate) wake: Arc<Notify>,
+    /// The last HTTP/2 connection that failed to come up, and when.
+    failures: Arc<Mutex<Option<(Instant, Failure)>>>,
 }
 
 /// A place to send one request.
@@ -59,6 +61,7 @@ impl Endpoint {
             h1_idle: Mutex::new(Vec::new()),
             open: AtomicUsize::new(0),
             wake: Arc::new(Notify::new()),
+            failures: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -83,9 +86,23 @@ impl Endpoint {
         metrics: &BackendMetrics,
         pending: &AtomicUsize,
     ) -> Result<Lease, AttemptError> {
-        let deadline = Instant::now() + policy.pool.pending_timeout;
+        let started = Instant::now();
+        let deadline = started + policy.pool.pending_timeout;
         let mut waiting = false;
         let result = loop {
+            // A connection this request was waiting for failed to come up: the endpoint is not
+            // answering, and the request has not been sent. Fail so it can go elsewhere.
+            if waiting {
+                if let Some((at, failure)) = *lock(&self.failures) {
+                    if at >= started {
+                        break Err(AttemptError::new(
+                            failure,
+                            Some(self.addr),
+                            "connection failed to come up",
+                        ));
+                    }
+                }
+            }
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -177,15 +194,24 @@ impl Endpoint {
                 Some(slot)
             }
             Pick::Dial { private } => {
-                // One dial in flight per endpoint unless more are needed: a request that may use
-                // any shared connection waits for one that is still starting.
-                let needs_own =
-                    private || (want.first && !want.race_is_retried && req.mode != Reuse::Always);
-                let starting = candidates.iter().any(|c| {
-                    c.private_to.is_none()
-                        && matches!(c.phase, Phase::Connecting | Phase::Handshaking)
-                });
-                if (!needs_own && starting) || !self.can_dial(conns.len(), policy) {
+                // One dial in flight per endpoint unless more are needed: a request waits for a
+                // connection it may use that is still starting (its client connection's own in
+                // `never` mode, any shared one otherwise) instead of opening another.
+                let starting =
+                    |c: &Candidate| matches!(c.phase, Phase::Connecting | Phase::Handshaking);
+                let wait_for_starting = if private {
+                    candidates
+                        .iter()
+                        .any(|c| c.private_to == Some(want.session.id()) && starting(c))
+                } else {
+                    let needs_own =
+                        want.first && !want.race_is_retried && req.mode != Reuse::Always;
+                    !needs_own
+                        && candidates
+                            .iter()
+                            .any(|c| c.private_to.is_none() && starting(c))
+                };
+                if wait_for_starting || !self.can_dial(conns.len(), policy) {
                     return None;
                 }
                 let owner = private.then_some(want.session);
@@ -195,6 +221,7 @@ impl Endpoint {
                     want.session.id(),
                     metrics.clone(),
                     self.wake.clone(),
+                    self.failures.clone(),
                 );
                 let slot = conn.try_reserve(cap)?;
                 metrics.pick(if private {

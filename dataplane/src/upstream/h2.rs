@@ -33,8 +33,9 @@ use crate::proxy::body::{BoxError, ProxyBody};
 use crate::proxy::replay::AttemptBody;
 use crate::session::Session;
 
-/// Streams allowed on a connection whose SETTINGS have not arrived yet.
-pub(crate) const CONSERVATIVE_STREAMS: usize = 10;
+/// Streams allowed on a connection whose SETTINGS have not arrived yet: the peer's limit may
+/// be 1, and it must never be exceeded.
+pub(crate) const CONSERVATIVE_STREAMS: usize = 1;
 
 #[derive(Clone)]
 enum State {
@@ -74,6 +75,8 @@ pub(crate) struct H2Conn {
     driver: Mutex<Option<AbortHandle>>,
     metrics: BackendMetrics,
     wake: Arc<Notify>,
+    /// Where a connection that never came up reports why, for requests waiting on it.
+    failures: Arc<Mutex<Option<(Instant, Failure)>>>,
 }
 
 impl H2Conn {
@@ -83,6 +86,7 @@ impl H2Conn {
         dialed_for: u64,
         metrics: BackendMetrics,
         wake: Arc<Notify>,
+        failures: Arc<Mutex<Option<(Instant, Failure)>>>,
     ) -> Arc<Self> {
         metrics.transition(None, Phase::Connecting);
         metrics.opened.inc();
@@ -101,6 +105,7 @@ impl H2Conn {
             driver: Mutex::new(None),
             metrics,
             wake,
+            failures,
         })
     }
 
@@ -230,6 +235,10 @@ impl H2Conn {
     }
 
     fn close_with(&self, reason: &'static str, failure: Failure) {
+        if !self.saw_settings.load(Ordering::Acquire) {
+            *self.failures.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((Instant::now(), failure));
+        }
         if self.transition(|s| (!matches!(s, State::Closed(_))).then_some(State::Closed(failure))) {
             if let Some(driver) = self.driver.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 driver.abort();
