@@ -61,6 +61,18 @@ impl Index {
         }
     }
 
+    /// The keys of every object of `kind`.
+    pub fn keys(&self, kind: Kind) -> Vec<ObjectKey> {
+        match kind {
+            Kind::Ingress => self.ingresses.keys().cloned().collect(),
+            Kind::IngressClass => self.ingress_classes.keys().cloned().collect(),
+            Kind::Service => self.services.keys().cloned().collect(),
+            Kind::EndpointSlice => self.endpoint_slices.keys().cloned().collect(),
+            Kind::Secret => self.secrets.keys().cloned().collect(),
+            Kind::BackendPolicy => self.backend_policies.keys().cloned().collect(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.ingresses.len()
             + self.ingress_classes.len()

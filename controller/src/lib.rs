@@ -1,6 +1,7 @@
 //! weir's controller: reads Kubernetes objects (from files now, from the API later), indexes
 //! them, compiles them into a [`weir_dataplane::RouteTable`] and publishes it.
 
+pub mod cluster;
 pub mod compile;
 pub mod diagnostic;
 pub mod duration;

@@ -51,6 +51,8 @@ pub struct Compiled {
     pub diagnostics: Vec<Diagnostic>,
     /// What became of each BackendPolicy, for its status conditions.
     pub policy_status: std::collections::BTreeMap<ObjectKey, PolicyStatus>,
+    /// The Ingresses weir serves (by class), for their status.
+    pub owned_ingresses: Vec<ObjectKey>,
 }
 
 /// Compiles the index into a route table. Invalid objects are skipped with diagnostics; the rest
@@ -80,6 +82,7 @@ pub fn compile(index: &Index, options: &CompileOptions) -> Compiled {
         let tb = b.object.metadata.creation_timestamp.as_ref().map(|t| t.0);
         (ta.is_none(), ta, *ka).cmp(&(tb.is_none(), tb, *kb))
     });
+    let owned_ingresses = ours.iter().map(|(k, _)| (*k).clone()).collect();
     for (key, entry) in ours {
         ingress::compile_ingress(&mut ctx, key, entry);
     }
@@ -107,6 +110,7 @@ pub fn compile(index: &Index, options: &CompileOptions) -> Compiled {
         table: ctx.builder.build(),
         diagnostics: ctx.diagnostics,
         policy_status: ctx.policies.status,
+        owned_ingresses,
     }
 }
 

@@ -1,7 +1,7 @@
 //! One endpoint's connections and the rules for getting a stream slot on one of them.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -29,6 +29,8 @@ pub(crate) struct Endpoint {
     pub(crate) wake: Arc<Notify>,
     /// The last HTTP/2 connection that failed to come up, and when.
     failures: Arc<Mutex<Option<(Instant, Failure)>>>,
+    /// Removed from its backend: no new connections (set under the connection-list locks).
+    retired: AtomicBool,
 }
 
 /// A place to send one request.
@@ -62,6 +64,7 @@ impl Endpoint {
             open: AtomicUsize::new(0),
             wake: Arc::new(Notify::new()),
             failures: Arc::new(Mutex::new(None)),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -90,6 +93,13 @@ impl Endpoint {
         let deadline = started + policy.pool.pending_timeout;
         let mut waiting = false;
         let result = loop {
+            if self.retired.load(Ordering::Acquire) {
+                break Err(AttemptError::new(
+                    Failure::NotSent,
+                    Some(self.addr),
+                    "endpoint removed",
+                ));
+            }
             // A connection this request was waiting for failed to come up: the endpoint is not
             // answering, and the request has not been sent. Fail so it can go elsewhere.
             if waiting {
@@ -174,6 +184,9 @@ impl Endpoint {
     ) -> Option<Slot> {
         let cap = policy.pool.max_streams_per_connection;
         let mut conns = lock(&self.h2);
+        if self.retired.load(Ordering::Acquire) {
+            return None;
+        }
         conns.retain(|c| c.phase() != Phase::Closed);
         let candidates: Vec<Candidate> = conns
             .iter()
@@ -280,8 +293,16 @@ impl Endpoint {
     }
 
     pub(crate) fn put_idle(&self, conn: H1Conn) {
-        lock(&self.h1_idle).push(conn);
+        let mut idle = lock(&self.h1_idle);
+        if !self.retired.load(Ordering::Acquire) {
+            idle.push(conn);
+        }
+        drop(idle);
         self.wake.notify_waiters();
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Housekeeping: idle timeouts, age limits, connections whose owner is gone.
@@ -316,10 +337,19 @@ impl Endpoint {
 
     /// Closes every connection (the endpoint left the backend); in-flight streams finish.
     pub(crate) fn retire(&self) {
-        for conn in lock(&self.h2).iter() {
+        let conns: Vec<Arc<H2Conn>> = {
+            let conns = lock(&self.h2);
+            self.retired.store(true, Ordering::Release);
+            conns.clone()
+        };
+        for conn in conns {
             conn.drain();
         }
-        lock(&self.h1_idle).clear();
+        let mut idle = lock(&self.h1_idle);
+        self.retired.store(true, Ordering::Release);
+        idle.clear();
+        drop(idle);
+        self.wake.notify_waiters();
     }
 
     /// The endpoint's connections, for `/debug/pools`.

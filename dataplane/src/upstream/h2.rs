@@ -207,9 +207,12 @@ impl H2Conn {
 
     /// No new streams; the connection closes once its streams are done.
     pub(crate) fn drain(&self) {
+        if self.phase() == Phase::Connecting {
+            // Nothing to drain yet: give up the dial (the handshake task sees it and stops).
+            return self.close("retired-while-connecting");
+        }
         self.transition(|s| match s {
             State::Handshaking(_) | State::Ready(_) => Some(State::Draining),
-            State::Connecting => Some(State::Closed(Failure::NotSent)),
             _ => None,
         });
         if self.active() == 0 {
@@ -338,7 +341,10 @@ pub(crate) fn establish(
         });
         *conn.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(driver.abort_handle());
         if !conn.transition(|s| matches!(s, State::Connecting).then(|| State::Handshaking(send))) {
-            return conn.close("closed-while-connecting");
+            // Closed while connecting (retired, or its pool went away): close_with has already
+            // run and found no driver to stop, so stop it here.
+            driver.abort();
+            return;
         }
         let Some(mut ping_pong) = ping_pong else {
             return conn.mark_ready();

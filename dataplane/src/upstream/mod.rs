@@ -243,7 +243,8 @@ impl BackendPool {
             let (returned, error) = outcome;
             // Nothing was sent. A connection that went away is not the endpoint's fault: take
             // another; a connection that never came up is the attempt's failure.
-            if !matches!(error.failure, Failure::NotSent | Failure::GoAway) {
+            if !matches!(error.failure, Failure::NotSent | Failure::GoAway) || endpoint.is_retired()
+            {
                 return Err(error);
             }
             body = returned;
