@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use prometheus::Registry;
+use weir_controller::cluster;
 use weir_controller::manifest::ManifestSource;
 use weir_controller::{table_channel, CompileOptions, ConfigMetrics, ObjectKey, Publisher};
 use weir_dataplane::{BackendPolicy, Dataplane, Listeners, Options};
@@ -25,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve traffic for Ingress objects read from manifest files.
+    /// Serve traffic for Ingress objects: from the Kubernetes API, or from manifest files.
     Run(Box<RunArgs>),
     /// Print weir's CustomResourceDefinitions as YAML.
     Crds,
@@ -48,8 +49,33 @@ fn object_key(s: &str) -> Result<ObjectKey, String> {
 #[derive(Args, Debug)]
 struct RunArgs {
     /// A manifest file or directory (multi-document YAML); repeatable. Files are watched.
-    #[arg(long = "manifests", value_name = "PATH", required = true)]
+    /// Without it, weir reads the Kubernetes API.
+    #[arg(long = "manifests", value_name = "PATH")]
     manifests: Vec<PathBuf>,
+    /// Kubeconfig for the Kubernetes API (default: $KUBECONFIG, then in-cluster config).
+    #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace to watch; repeatable. Default: all namespaces.
+    #[arg(long = "watch-namespace", value_name = "NAMESPACE")]
+    watch_namespaces: Vec<String>,
+    /// Publish this Service's load-balancer addresses in Ingress status (NAMESPACE/NAME).
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = object_key, conflicts_with = "publish_address")]
+    publish_service: Option<ObjectKey>,
+    /// Publish this IP or host name in Ingress status; repeatable.
+    #[arg(long = "publish-address", value_name = "ADDRESS")]
+    publish_address: Vec<String>,
+    /// Elect a leader (only the leader writes status) with a Lease. Off: this replica writes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    leader_election: bool,
+    /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else `default`).
+    #[arg(long, value_name = "NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, value_name = "NAME", default_value = "weir-leader")]
+    leader_election_name: String,
+    /// How long a leader's lease lasts without renewal.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = duration)]
+    leader_election_lease_duration: Duration,
     /// Cleartext listener: HTTP/1.1 and HTTP/2 with prior knowledge.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
     http_listen: SocketAddr,
@@ -112,6 +138,79 @@ async fn shutdown_signal() {
     }
 }
 
+enum Source {
+    Manifests(ManifestSource),
+    Cluster(
+        Box<(
+            kube::Client,
+            cluster::ClusterOptions,
+            cluster::ClusterMetrics,
+            Publisher,
+        )>,
+    ),
+}
+
+/// This replica's name in the leader lease: the pod name in a cluster, else host and pid.
+fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    })
+}
+
+async fn cluster_source(
+    args: &RunArgs,
+    compile: CompileOptions,
+    registry: &Registry,
+) -> anyhow::Result<(
+    kube::Client,
+    cluster::ClusterOptions,
+    cluster::ClusterMetrics,
+)> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("--kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration: pass --manifests, --kubeconfig, set KUBECONFIG, or run in a cluster")?,
+    };
+    let client = kube::Client::try_from(config).context("cannot build a Kubernetes client")?;
+    let publish = match (&args.publish_service, args.publish_address.is_empty()) {
+        (Some(service), _) => Some(cluster::PublishTarget::Service(service.clone())),
+        (None, false) => Some(cluster::PublishTarget::Addresses(
+            args.publish_address.clone(),
+        )),
+        (None, true) => None,
+    };
+    let leader = args.leader_election.then(|| cluster::LeaderOptions {
+        namespace: args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".to_string()),
+        name: args.leader_election_name.clone(),
+        identity: identity(),
+        lease_duration: args.leader_election_lease_duration,
+        renew_every: (args.leader_election_lease_duration / 5).max(Duration::from_millis(500)),
+    });
+    let options = cluster::ClusterOptions {
+        namespaces: args.watch_namespaces.clone(),
+        compile,
+        publish,
+        leader,
+    };
+    Ok((
+        client,
+        options,
+        cluster::ClusterMetrics::register(registry)?,
+    ))
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let registry = Registry::new();
     let options = Options {
@@ -128,7 +227,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         default_certificate: args.default_certificate.clone(),
         default_policy,
     };
-    let source = ManifestSource::new(args.manifests.clone(), options, publisher)?;
+    let source = if args.manifests.is_empty() {
+        let (client, options, metrics) = cluster_source(&args, options, &registry).await?;
+        Source::Cluster(Box::new((client, options, metrics, publisher)))
+    } else {
+        Source::Manifests(ManifestSource::new(
+            args.manifests.clone(),
+            options,
+            publisher,
+        )?)
+    };
 
     let listeners = Listeners {
         http: Some(weir_dataplane::bind("--http-listen", args.http_listen).await?),
@@ -144,11 +252,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     tokio::spawn(dataplane.clone().follow(rx));
     tokio::spawn(weir_dataplane::serve_admin(dataplane.clone(), admin));
-    tokio::spawn(async move {
-        if let Err(error) = source.run().await {
-            tracing::error!(%error, "manifest source stopped; the last table keeps serving");
+    match source {
+        Source::Manifests(source) => {
+            tokio::spawn(async move {
+                if let Err(error) = source.run().await {
+                    tracing::error!(%error, "manifest source stopped; the last table keeps serving");
+                }
+            });
         }
-    });
+        Source::Cluster(cluster) => {
+            let (client, options, metrics, publisher) = *cluster;
+            tokio::spawn(async move {
+                if let Err(error) = cluster::run(client, options, publisher, metrics).await {
+                    tracing::error!(%error, "Kubernetes source stopped; the last table keeps serving");
+                }
+            });
+        }
+    }
     weir_dataplane::serve(dataplane, listeners, shutdown_signal(), args.drain_timeout).await;
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod certs;
 pub mod client;
+pub mod cluster;
 pub mod h2peer;
 pub mod manifests;
 pub mod weir;

@@ -33,9 +33,20 @@ impl Weir {
     /// releasing it, which another test may race for: a start whose process exits is retried on
     /// new ports.
     pub async fn start(bin: &str, manifests: &Path, extra: &[&str]) -> Weir {
+        let source = ["--manifests".to_string(), manifests.display().to_string()];
+        Self::start_with(bin, &source, extra).await
+    }
+
+    /// Starts weir against the Kubernetes API described by `kubeconfig`.
+    pub async fn start_cluster(bin: &str, kubeconfig: &Path, extra: &[&str]) -> Weir {
+        let source = ["--kubeconfig".to_string(), kubeconfig.display().to_string()];
+        Self::start_with(bin, &source, extra).await
+    }
+
+    async fn start_with(bin: &str, source: &[String], extra: &[&str]) -> Weir {
         let mut last = String::new();
         for _ in 0..3 {
-            match Self::try_start(bin, manifests, extra).await {
+            match Self::try_start(bin, source, extra).await {
                 Ok(weir) => return weir,
                 Err(reason) => last = reason,
             }
@@ -43,12 +54,11 @@ impl Weir {
         panic!("weir did not start: {last}");
     }
 
-    async fn try_start(bin: &str, manifests: &Path, extra: &[&str]) -> Result<Weir, String> {
+    async fn try_start(bin: &str, source: &[String], extra: &[&str]) -> Result<Weir, String> {
         let (http, https, admin) = (free_port(), free_port(), free_port());
         let mut child = Command::new(bin)
             .arg("run")
-            .arg("--manifests")
-            .arg(manifests)
+            .args(source)
             .args(["--http-listen", &http.to_string()])
             .args(["--https-listen", &https.to_string()])
             .args(["--admin-listen", &admin.to_string()])
