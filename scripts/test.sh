@@ -19,11 +19,18 @@ need_pkgs=()
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v cc >/dev/null || need_pkgs+=(gcc libc6-dev)
 command -v kill >/dev/null || need_pkgs+=(procps)
+command -v python3 >/dev/null || need_pkgs+=(python3)
+command -v ip >/dev/null || need_pkgs+=(iproute2)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
+
+# --- The test control plane: kube-apiserver and etcd built with Go (cached after the first run) ---
+command -v go >/dev/null || { echo "test.sh: go is missing: the controller tests build kube-apiserver with it" >&2; exit 1; }
+log "control plane (scripts/controlplane/install.sh)"
+bash scripts/controlplane/install.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
 export CARGO_TERM_COLOR=never

@@ -313,3 +313,185 @@ async fn ingress_lifecycle_endpoints_policy_and_status() {
     );
     weir.assert_no_panic();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_secret_created_after_the_ingress_and_rotated() {
+    let c = cluster("tls").await;
+    let a = NetnsBackend::start("weir-t-ta", 24, "a", 8080);
+    c.create(service("web")).await;
+    c.create(slice("web-1", "web", &[(&a, true)])).await;
+    c.create(ingress(
+        "web",
+        "secure.example.com",
+        "/",
+        "web",
+        Some("web-tls"),
+    ))
+    .await;
+    let weir = c.weir(&[]).await;
+    eventually!(
+        "plain HTTP serves",
+        backend_of(&weir, "secure.example.com", "/").await == "a"
+    );
+    let ca = Ca::new("cluster test CA");
+    let roots = [ca.der.clone()];
+    // No Secret yet: no certificate for that name.
+    assert!(
+        client::tls_connect(weir.https, "secure.example.com", &roots, &[b"h2"])
+            .await
+            .is_err()
+    );
+
+    let first = ca.leaf(&["secure.example.com"]);
+    c.create::<Secret>(yaml(&tls_secret("shop", "web-tls", &first)))
+        .await;
+    eventually!("HTTPS starts when the Secret appears", {
+        matches!(client::tls_connect(weir.https, "secure.example.com", &roots, &[b"h2"]).await, Ok((_, _, leaf)) if leaf == first.der)
+    });
+    let (stream, _, _) = client::tls_connect(weir.https, "secure.example.com", &roots, &[b"h2"])
+        .await
+        .unwrap();
+    let req = client::request(
+        client::Proto::H2,
+        "GET",
+        "secure.example.com",
+        "/",
+        client::empty(),
+    );
+    let reply = client::send_on(stream, client::Proto::H2, req)
+        .await
+        .unwrap();
+    assert_eq!(reply.header("x-backend"), Some("a"));
+
+    // Rotation: the new certificate is served without a restart.
+    let second = ca.leaf(&["secure.example.com"]);
+    c.replace::<Secret>("web-tls", yaml(&tls_secret("shop", "web-tls", &second)))
+        .await;
+    eventually!("rotated certificate served", {
+        matches!(client::tls_connect(weir.https, "secure.example.com", &roots, &[b"h2"]).await, Ok((_, _, leaf)) if leaf == second.der)
+    });
+    drop(c.cp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_writes_status_and_a_new_one_takes_over() {
+    let c = cluster("leader").await;
+    let a = NetnsBackend::start("weir-t-ea", 28, "a", 8080);
+    c.create(service("web")).await;
+    c.create(slice("web-1", "web", &[(&a, true)])).await;
+    c.create(ingress("web", "web.example.com", "/", "web", None))
+        .await;
+    let first = c.weir(&["--publish-address", "203.0.113.20"]).await;
+    let second = c.weir(&["--publish-address", "203.0.113.20"]).await;
+    for w in [&first, &second] {
+        eventually!(
+            "every replica serves",
+            backend_of(w, "web.example.com", "/").await == "a"
+        );
+    }
+    eventually!("exactly one leader", {
+        first.metric("weir_leader").await + second.metric("weir_leader").await == 1.0
+    });
+    let (mut leader, follower) = if first.metric("weir_leader").await == 1.0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let ingresses: Api<Ingress> = Api::namespaced(c.client.clone(), "shop");
+    eventually!("status written", {
+        ingresses
+            .get("web")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .is_some()
+    });
+    let writes = "weir_status_updates_total{kind=\"Ingress\",result=\"ok\"}";
+    assert!(leader.metric(writes).await >= 1.0);
+    assert_eq!(
+        follower.metric(writes).await,
+        0.0,
+        "only the leader writes status"
+    );
+
+    // The leader dies; the other takes over within the lease duration (3s) plus one renewal.
+    leader.child.kill().await.unwrap();
+    let died = Instant::now();
+    eventually!(
+        "follower takes over",
+        follower.metric("weir_leader").await == 1.0
+    );
+    let took = died.elapsed();
+    eprintln!("new leader after {took:?}");
+    assert!(took < Duration::from_secs(5), "takeover took {took:?}");
+    // And it writes status: a new Ingress gets its address.
+    c.create(ingress("web2", "two.example.com", "/", "web", None))
+        .await;
+    eventually!("new leader writes status", {
+        ingresses
+            .get("web2")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|lb| lb.ingress)
+            .is_some()
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_restart_does_not_stop_traffic() {
+    let mut c = cluster("restart").await;
+    let a = NetnsBackend::start("weir-t-ra", 32, "a", 8080);
+    c.create(service("web")).await;
+    c.create(slice("web-1", "web", &[(&a, true)])).await;
+    c.create(ingress("web", "web.example.com", "/", "web", None))
+        .await;
+    let mut weir = c.weir(&[]).await;
+    eventually!(
+        "traffic flows",
+        backend_of(&weir, "web.example.com", "/").await == "a"
+    );
+
+    let http = weir.http;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client::get(http, "web.example.com", "/").await {
+                    Ok(r) if r.status == 200 => ok += 1,
+                    _ => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (ok, failed)
+        })
+    };
+    let cp = &mut c.cp;
+    tokio::task::block_in_place(|| cp.restart_apiserver(Duration::from_secs(3)));
+    // While it was down, weir stayed ready and kept serving.
+    assert_eq!(
+        client::get(weir.admin, "admin", "/readyz")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    // Changes after the restart are applied (the watches reconnected).
+    c.create(ingress("late", "late.example.com", "/", "web", None))
+        .await;
+    eventually!(
+        "change after restart applied",
+        backend_of(&weir, "late.example.com", "/").await == "a"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+    eprintln!("during the restart: {ok} requests ok, {failed} failed");
+    assert!(ok > 100);
+    assert_eq!(failed, 0, "no request failed while the API server was away");
+    weir.assert_no_panic();
+}

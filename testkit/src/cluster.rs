@@ -30,6 +30,8 @@ fn run(cmd: &mut Command, what: &str) -> String {
 pub struct ControlPlane {
     pub dir: PathBuf,
     pub env: HashMap<String, String>,
+    /// A kube-apiserver this process restarted (reaped on drop, after stop.sh killed it).
+    restarted: Option<Child>,
 }
 
 impl ControlPlane {
@@ -55,7 +57,11 @@ impl ControlPlane {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        ControlPlane { dir, env }
+        ControlPlane {
+            dir,
+            env,
+            restarted: None,
+        }
     }
 
     pub fn admin_kubeconfig(&self) -> PathBuf {
@@ -87,7 +93,7 @@ impl ControlPlane {
         path
     }
 
-    /// Stops kube-apiserver and starts it again with the same arguments (etcd keeps the data).
+    /// Kills kube-apiserver and starts it again with the same arguments (etcd keeps the data).
     /// Returns once it is ready again.
     pub fn restart_apiserver(&mut self, down_for: Duration) {
         let pid = self.env["APISERVER_PID"].clone();
@@ -98,7 +104,11 @@ impl ControlPlane {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        run(Command::new("kill").arg(&pid), "kill kube-apiserver");
+        // SIGKILL: the API server crashes (a graceful stop waits for watches to drain).
+        run(
+            Command::new("kill").args(["-KILL", &pid]),
+            "kill kube-apiserver",
+        );
         let gone = Instant::now();
         while Path::new(&format!("/proc/{pid}/status")).exists()
             && std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -165,6 +175,10 @@ impl Drop for ControlPlane {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        if let Some(mut child) = self.restarted.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

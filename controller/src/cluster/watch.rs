@@ -4,9 +4,11 @@
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use kube::api::{Api, DynamicObject};
+use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Resource;
@@ -16,6 +18,48 @@ use super::Shared;
 use crate::crd::BackendPolicy;
 use crate::diagnostic::Diagnostic;
 use crate::object::{Kind, Object, ObjectKey, ObjectRef};
+
+/// Reconnect quickly after an API server blip: 250 ms doubling to at most 5 s between tries,
+/// jittered, reset after a minute of health. Traffic never waits for the API server, but
+/// changes made while it was away should arrive soon after it is back.
+fn backoff() -> ResetTimerBackoff<WatchBackoff> {
+    ResetTimerBackoff::new(WatchBackoff::default(), Duration::from_secs(60))
+}
+
+pub(super) struct WatchBackoff {
+    next: Duration,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: BACKOFF_MIN }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        use std::hash::{BuildHasher, Hasher};
+        let current = self.next;
+        self.next = (current * 2).min(BACKOFF_MAX);
+        // Jitter: between half and all of the step, so replicas do not reconnect in lockstep.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let half = current / 2;
+        Some(half + Duration::from_nanos(random % (half.as_nanos() as u64 + 1)))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+}
 
 /// One watch: a kind, in one namespace or all.
 pub(super) struct Scope {
@@ -42,7 +86,7 @@ pub(super) async fn run<K>(
 {
     let kind = scope.kind;
     let label = kind.to_string();
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, config).backoff(backoff()).boxed();
     let mut relisted: Option<BTreeSet<ObjectKey>> = None;
     let mut synced = false;
     while let Some(event) = stream.next().await {
