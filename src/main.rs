@@ -139,7 +139,7 @@ async fn shutdown_signal() {
 }
 
 enum Source {
-    Manifests(ManifestSource),
+    Manifests(Box<ManifestSource>),
     Cluster(
         Box<(
             kube::Client,
@@ -231,11 +231,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let (client, options, metrics) = cluster_source(&args, options, &registry).await?;
         Source::Cluster(Box::new((client, options, metrics, publisher)))
     } else {
-        Source::Manifests(ManifestSource::new(
-            args.manifests.clone(),
-            options,
-            publisher,
-        )?)
+        let source = ManifestSource::new(args.manifests.clone(), options, publisher)?;
+        Source::Manifests(Box::new(source))
     };
 
     let listeners = Listeners {
