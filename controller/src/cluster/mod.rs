@@ -189,10 +189,16 @@ pub async fn run(
             .compile_duration
             .observe(started.elapsed().as_secs_f64());
         publisher.metrics().count_errors("parse", unreadable.len());
+        for d in &unreadable {
+            d.log();
+        }
+        let mut diagnostics = compiled.diagnostics.clone();
+        diagnostics.extend(unreadable);
         let status = status::Input {
             index: Arc::new(index),
             policy_status: compiled.policy_status.clone(),
             owned_ingresses: compiled.owned_ingresses.clone(),
+            diagnostics,
         };
         let published = publisher.publish(compiled, started.into_std());
         if let (true, Some(since)) = (published, pending_since) {

@@ -18,7 +18,9 @@ use tokio::sync::watch;
 use super::ClusterMetrics;
 use crate::compile::PolicyStatus;
 use crate::crd::BackendPolicy;
+use crate::diagnostic::Diagnostic;
 use crate::index::Index;
+use crate::object::Kind;
 use crate::object::ObjectKey;
 
 /// Rewrites status even without changes this often, so a failed patch is retried.
@@ -37,6 +39,8 @@ pub(super) struct Input {
     pub(super) index: Arc<Index>,
     pub(super) policy_status: BTreeMap<ObjectKey, PolicyStatus>,
     pub(super) owned_ingresses: Vec<ObjectKey>,
+    /// Errors about objects, for Events.
+    pub(super) diagnostics: Vec<Diagnostic>,
 }
 
 pub(super) async fn run(
@@ -47,6 +51,7 @@ pub(super) async fn run(
     metrics: ClusterMetrics,
 ) {
     let mut resync = tokio::time::interval(RESYNC);
+    let mut reported = std::collections::BTreeSet::new();
     loop {
         tokio::select! {
             changed = input.changed() => if changed.is_err() { return },
@@ -60,6 +65,97 @@ pub(super) async fn run(
             continue;
         };
         write(&client, publish.as_ref(), &current, &metrics).await;
+        events(&client, &current, &mut reported, &metrics).await;
+    }
+}
+
+/// Posts a Warning Event for each error about an Ingress or BackendPolicy, once per distinct
+/// (object, generation, field, message), so `kubectl describe` shows why weir rejected it.
+async fn events(
+    client: &Client,
+    input: &Input,
+    reported: &mut std::collections::BTreeSet<(String, String, Option<i64>, String)>,
+    metrics: &ClusterMetrics,
+) {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::events::v1::Event;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    for d in input.diagnostics.iter().filter(|d| d.is_error()) {
+        let Some(object) = &d.object else { continue };
+        let (api_version, meta) = match object.kind {
+            Kind::Ingress => (
+                "networking.k8s.io/v1",
+                input
+                    .index
+                    .ingresses
+                    .get(&object.key)
+                    .map(|e| &e.object.metadata),
+            ),
+            Kind::BackendPolicy => (
+                "weir.dev/v1alpha1",
+                input
+                    .index
+                    .backend_policies
+                    .get(&object.key)
+                    .map(|e| &e.object.metadata),
+            ),
+            _ => continue,
+        };
+        let Some(meta) = meta else { continue };
+        let message = match &d.field {
+            Some(field) => format!("{field}: {}", d.message),
+            None => d.message.clone(),
+        };
+        let id = (
+            object.to_string(),
+            meta.uid.clone().unwrap_or_default(),
+            meta.generation,
+            message.clone(),
+        );
+        if reported.contains(&id) {
+            continue;
+        }
+        let event = Event {
+            metadata: kube::api::ObjectMeta {
+                generate_name: Some(format!("{}.", object.key.name)),
+                namespace: Some(object.key.namespace.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(Timestamp::now())),
+            action: Some("Compile".into()),
+            reason: Some("Rejected".into()),
+            type_: Some("Warning".into()),
+            note: Some(message.chars().take(1000).collect()),
+            reporting_controller: Some("weir.dev/ingress-controller".into()),
+            reporting_instance: Some("weir".into()),
+            regarding: Some(ObjectReference {
+                api_version: Some(api_version.into()),
+                kind: Some(object.kind.to_string()),
+                name: Some(object.key.name.clone()),
+                namespace: Some(object.key.namespace.clone()),
+                uid: meta.uid.clone(),
+                resource_version: meta.resource_version.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let api: Api<Event> = Api::namespaced(client.clone(), &object.key.namespace);
+        match api.create(&Default::default(), &event).await {
+            Ok(_) => {
+                reported.insert(id);
+                metrics
+                    .status_updates
+                    .with_label_values(&["Event", "ok"])
+                    .inc();
+            }
+            Err(error) => {
+                tracing::warn!(object = %object, %error, "cannot post an Event");
+                metrics
+                    .status_updates
+                    .with_label_values(&["Event", "error"])
+                    .inc();
+            }
+        }
     }
 }
 
