@@ -226,6 +226,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ingress_class: args.ingress_class.clone(),
         default_certificate: args.default_certificate.clone(),
         default_policy,
+        // For TLS backends without their own CA: read once, so compiling does no I/O.
+        system_roots: weir_dataplane::system_roots(),
     };
     let source = if args.manifests.is_empty() {
         let (client, options, metrics) = cluster_source(&args, options, &registry).await?;

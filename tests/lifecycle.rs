@@ -44,7 +44,10 @@ fn invalid_flags_exit_with_one_line() {
             &["run", "--manifests", path, "--no-such-flag"],
             "--no-such-flag",
         ),
-        (&["run"], "--manifests"),
+        (
+            &["run", "--manifests", path, "--kubeconfig", path],
+            "--kubeconfig",
+        ),
     ];
     for (args, flag) in cases {
         let (code, stderr) = run_weir(args);
@@ -59,6 +62,24 @@ fn invalid_flags_exit_with_one_line() {
             "{args:?}: {stderr:?} does not name {flag}"
         );
     }
+}
+
+/// Without --manifests weir reads the Kubernetes API; with no configuration for it, it says so.
+#[test]
+fn no_kubernetes_configuration_is_one_clear_error() {
+    let out = Command::new(WEIR)
+        .arg("run")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run weir");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.contains("no Kubernetes configuration: pass --manifests, --kubeconfig"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -41,6 +41,43 @@ pub struct BackendPolicySpec {
     pub retry: Option<Retry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
+    /// TLS towards the backend, for `protocol: h2` and `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTls>,
+}
+
+/// How weir verifies a TLS backend. Verification is always on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTls {
+    /// CA certificates (PEM) that sign the backend's certificate, from Secrets or ConfigMaps
+    /// in the policy's namespace. Default: the system's roots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub ca_certificate_refs: Vec<CaCertificateRef>,
+    /// The name sent as SNI and verified in the backend's certificate.
+    /// Default: `<service>.<namespace>.svc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub hostname: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaCertificateRef {
+    /// `Secret` (default) or `ConfigMap`.
+    #[serde(default = "secret_kind")]
+    #[schemars(extend("enum" = ["Secret", "ConfigMap"]))]
+    pub kind: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The data key holding the PEM (default `ca.crt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+fn secret_kind() -> String {
+    "Secret".to_string()
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -73,6 +110,10 @@ pub enum BackendProtocol {
     Http1,
     /// HTTP/2 over cleartext TCP with prior knowledge.
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`, SNI and certificate verification).
+    H2,
+    /// HTTP/1.1 over TLS.
+    Https,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
@@ -24,6 +24,7 @@ pub struct Index {
     pub services: BTreeMap<ObjectKey, Entry<Service>>,
     pub endpoint_slices: BTreeMap<ObjectKey, Entry<EndpointSlice>>,
     pub secrets: BTreeMap<ObjectKey, Entry<Secret>>,
+    pub config_maps: BTreeMap<ObjectKey, Entry<ConfigMap>>,
     pub backend_policies: BTreeMap<ObjectKey, Entry<BackendPolicy>>,
 }
 
@@ -45,6 +46,7 @@ impl Index {
             Object::Service(o) => put(&mut self.services, key, *o, origin),
             Object::EndpointSlice(o) => put(&mut self.endpoint_slices, key, *o, origin),
             Object::Secret(o) => put(&mut self.secrets, key, *o, origin),
+            Object::ConfigMap(o) => put(&mut self.config_maps, key, *o, origin),
             Object::BackendPolicy(o) => put(&mut self.backend_policies, key, *o, origin),
         }
     }
@@ -57,6 +59,7 @@ impl Index {
             Kind::Service => self.services.remove(key).is_some(),
             Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
             Kind::Secret => self.secrets.remove(key).is_some(),
+            Kind::ConfigMap => self.config_maps.remove(key).is_some(),
             Kind::BackendPolicy => self.backend_policies.remove(key).is_some(),
         }
     }
@@ -69,6 +72,7 @@ impl Index {
             Kind::Service => self.services.keys().cloned().collect(),
             Kind::EndpointSlice => self.endpoint_slices.keys().cloned().collect(),
             Kind::Secret => self.secrets.keys().cloned().collect(),
+            Kind::ConfigMap => self.config_maps.keys().cloned().collect(),
             Kind::BackendPolicy => self.backend_policies.keys().cloned().collect(),
         }
     }
@@ -79,6 +83,7 @@ impl Index {
             + self.services.len()
             + self.endpoint_slices.len()
             + self.secrets.len()
+            + self.config_maps.len()
             + self.backend_policies.len()
     }
 

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -18,6 +18,7 @@ pub enum Kind {
     Service,
     EndpointSlice,
     Secret,
+    ConfigMap,
     BackendPolicy,
 }
 
@@ -30,6 +31,7 @@ impl Kind {
             ("v1", "Service") => Some(Kind::Service),
             ("discovery.k8s.io/v1", "EndpointSlice") => Some(Kind::EndpointSlice),
             ("v1", "Secret") => Some(Kind::Secret),
+            ("v1", "ConfigMap") => Some(Kind::ConfigMap),
             ("weir.dev/v1alpha1", "BackendPolicy") => Some(Kind::BackendPolicy),
             _ => None,
         }
@@ -113,6 +115,7 @@ pub enum Object {
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
     Secret(Box<Secret>),
+    ConfigMap(Box<ConfigMap>),
     BackendPolicy(Box<BackendPolicy>),
 }
 
@@ -124,6 +127,7 @@ impl Object {
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Secret(_) => Kind::Secret,
+            Object::ConfigMap(_) => Kind::ConfigMap,
             Object::BackendPolicy(_) => Kind::BackendPolicy,
         }
     }
@@ -135,6 +139,7 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
             Object::BackendPolicy(o) => &o.metadata,
         }
     }
@@ -146,6 +151,7 @@ impl Object {
             Object::Service(o) => &mut o.metadata,
             Object::EndpointSlice(o) => &mut o.metadata,
             Object::Secret(o) => &mut o.metadata,
+            Object::ConfigMap(o) => &mut o.metadata,
             Object::BackendPolicy(o) => &mut o.metadata,
         }
     }

@@ -26,8 +26,8 @@ pub use proxy::AccessLog;
 pub use router::{normalize_host, Decision};
 pub use state::{Dataplane, Options, Snapshot};
 pub use table::{
-    Backend, BackendId, BackendKey, Conflict, HostMatch, PathMatch, Protocol, RouteTable,
-    RouteTableBuilder,
+    system_roots, Backend, BackendId, BackendKey, Conflict, HostMatch, PathMatch, Protocol, Roots,
+    RouteTable, RouteTableBuilder, UpstreamTls, UpstreamTlsError,
 };
 pub use tls::{TlsCertificate, TlsError};
 pub use upstream::{AttemptError, BackendPool, Failure, SafetyClass};

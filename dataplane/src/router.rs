@@ -67,10 +67,12 @@ mod tests {
                 service: name.into(),
                 port: 80,
                 protocol: Protocol::Http1,
+                tls: None,
             },
             endpoints: vec![],
             unavailable: None,
             policy: Default::default(),
+            tls: None,
         })
     }
 

@@ -92,7 +92,12 @@ impl Dataplane {
             .iter()
             .map(|backend| {
                 let pool = registry.remove(&backend.key).unwrap_or_else(|| {
-                    BackendPool::new(backend.key.clone(), backend.policy.clone(), &self.metrics)
+                    BackendPool::new(
+                        backend.key.clone(),
+                        backend.policy.clone(),
+                        backend.tls.clone(),
+                        &self.metrics,
+                    )
                 });
                 pool.update(
                     &backend.endpoints,

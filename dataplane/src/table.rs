@@ -22,6 +22,147 @@ pub enum Protocol {
     Http1,
     /// HTTP/2 over cleartext TCP with prior knowledge.
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+    /// HTTP/1.1 over TLS (ALPN `http/1.1`).
+    Https,
+}
+
+impl Protocol {
+    pub fn is_http2(self) -> bool {
+        matches!(self, Protocol::H2c | Protocol::H2)
+    }
+
+    pub fn is_tls(self) -> bool {
+        matches!(self, Protocol::H2 | Protocol::Https)
+    }
+}
+
+/// TLS towards a backend: the name to send as SNI and verify, and the trusted roots.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub hostname: String,
+    pub(crate) server_name: rustls::pki_types::ServerName<'static>,
+    /// Where the roots came from (`system`, or the Secret/ConfigMap) and their digest, so a
+    /// changed CA gives a new pool identity.
+    pub roots_source: String,
+    h2: Arc<rustls::ClientConfig>,
+    http1: Arc<rustls::ClientConfig>,
+}
+
+/// The certificates that may sign a backend's certificate.
+pub enum Roots<'a> {
+    /// The system's roots, loaded once at startup ([`system_roots`]).
+    System(&'a Arc<rustls::RootCertStore>),
+    /// PEM certificates from `source` (e.g. `Secret shop/ca`).
+    Pem { source: &'a str, pem: &'a [u8] },
+}
+
+/// Loads the system's CA certificates (file I/O: call once, at startup).
+pub fn system_roots() -> Arc<rustls::RootCertStore> {
+    let mut store = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    store.add_parsable_certificates(found.certs);
+    Arc::new(store)
+}
+
+/// Why an [`UpstreamTls`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamTlsError {
+    #[error("{0:?} is not a valid TLS server name")]
+    ServerName(String),
+    #[error("no usable CA certificate: {0}")]
+    Roots(String),
+}
+
+impl UpstreamTls {
+    /// Trusts the CA certificates in `roots`.
+    pub fn new(hostname: &str, roots: Roots<'_>) -> Result<Self, UpstreamTlsError> {
+        let server_name = rustls::pki_types::ServerName::try_from(hostname.to_string())
+            .map_err(|_| UpstreamTlsError::ServerName(hostname.to_string()))?;
+        let (roots, roots_source) = match roots {
+            Roots::Pem { source, pem } => {
+                let certs = rustls_pemfile::certs(&mut &pem[..])
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| UpstreamTlsError::Roots(format!("{source}: {e}")))?;
+                let mut store = rustls::RootCertStore::empty();
+                let (added, _) = store.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(UpstreamTlsError::Roots(format!(
+                        "{source} holds no PEM certificate"
+                    )));
+                }
+                let digest = pem.iter().fold(0u64, |h, b| {
+                    h.wrapping_mul(1_099_511_628_211)
+                        .wrapping_add(u64::from(*b))
+                });
+                (Arc::new(store), format!("{source}@{digest:016x}"))
+            }
+            Roots::System(store) => {
+                if store.is_empty() {
+                    return Err(UpstreamTlsError::Roots(
+                        "no system CA certificates were found at startup".into(),
+                    ));
+                }
+                (store.clone(), "system".to_string())
+            }
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = |alpn: &[u8]| -> Result<Arc<rustls::ClientConfig>, UpstreamTlsError> {
+            let mut c = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| UpstreamTlsError::Roots(e.to_string()))?
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            c.alpn_protocols = vec![alpn.to_vec()];
+            Ok(Arc::new(c))
+        };
+        Ok(Self {
+            hostname: hostname.to_string(),
+            server_name,
+            roots_source,
+            h2: config(b"h2")?,
+            http1: config(b"http/1.1")?,
+        })
+    }
+
+    pub(crate) fn config_for(&self, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+        if alpn == b"h2" {
+            self.h2.clone()
+        } else {
+            self.http1.clone()
+        }
+    }
+
+    /// The identity part of a pool key.
+    pub fn identity(&self) -> String {
+        format!("{}|{}", self.hostname, self.roots_source)
+    }
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.hostname == other.hostname && self.roots_source == other.roots_source
+    }
+}
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("hostname", &self.hostname)
+            .field("roots", &self.roots_source)
+            .finish()
+    }
+}
+
+impl Serialize for UpstreamTls {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("UpstreamTls", 2)?;
+        st.serialize_field("hostname", &self.hostname)?;
+        st.serialize_field("roots", &self.roots_source)?;
+        st.end()
+    }
 }
 
 /// The identity of a backend: pools are keyed by it and survive table updates that keep it.
@@ -32,6 +173,8 @@ pub struct BackendKey {
     /// The Service port (not the endpoint's target port).
     pub port: u16,
     pub protocol: Protocol,
+    /// TLS identity (SNI name and trusted roots) for TLS protocols.
+    pub tls: Option<String>,
 }
 
 impl fmt::Display for BackendKey {
@@ -62,6 +205,9 @@ pub struct Backend {
     pub unavailable: Option<String>,
     /// How connections to it are reused and requests retried.
     pub policy: Arc<BackendPolicy>,
+    /// TLS settings, for `h2` and `https` backends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
 }
 
 /// How a route matches the request path.

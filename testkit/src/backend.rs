@@ -66,6 +66,63 @@ impl Backend {
         })
     }
 
+    /// Starts a TLS backend (ALPN `h2` and `http/1.1`) with the given certificate and key.
+    pub async fn start_tls(name: &str, cert_pem: &str, key_pem: &str) -> std::io::Result<Backend> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let certs =
+            rustls_pemfile::certs(&mut cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())?.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no private key in PEM")
+        })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(std::io::Error::other)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (name2, hits2, connections2) = (name.to_string(), hits.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            let flaky = Arc::new(AtomicUsize::new(0));
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                connections2.fetch_add(1, Ordering::SeqCst);
+                let (acceptor, name, hits, flaky) = (
+                    acceptor.clone(),
+                    name2.clone(),
+                    hits2.clone(),
+                    flaky.clone(),
+                );
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(move |req| {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        respond(name.clone(), req, flaky.clone())
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Backend {
+            addr,
+            name: name.to_string(),
+            hits,
+            connections,
+            task,
+        })
+    }
+
     /// Starts a backend on a free loopback port.
     pub async fn local(name: &str) -> Backend {
         Self::start(name, "127.0.0.1:0".parse().expect("literal address"))

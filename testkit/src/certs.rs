@@ -5,6 +5,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pub der: Vec<u8>,
+    pem: String,
 }
 
 /// A leaf certificate and key, PEM and DER.
@@ -25,8 +26,14 @@ impl Ca {
         let cert = params.self_signed(&key).expect("self-signed CA");
         Ca {
             der: cert.der().to_vec(),
+            pem: cert.pem(),
             issuer: Issuer::new(params, key),
         }
+    }
+
+    /// The CA certificate in PEM.
+    pub fn pem(&self) -> String {
+        self.pem.clone()
     }
 
     /// A certificate for `names` (DNS names, wildcards allowed).

@@ -255,6 +255,14 @@ fn spawn_watches(client: &Client, namespaces: &[String], shared: &Arc<Shared>) -
     );
     let tls_only = watcher::Config::default().fields(&format!("type={TLS_SECRET_TYPE}"));
     watch_kind!(Secret, Kind::Secret, watch::secret, tls_only.clone());
+    // CA certificates for TLS backends come from `kubernetes.io/tls` Secrets (key `ca.crt`, as
+    // cert-manager writes them) or from ConfigMaps.
+    watch_kind!(
+        k8s_openapi::api::core::v1::ConfigMap,
+        Kind::ConfigMap,
+        watch::config_map,
+        watcher::Config::default()
+    );
     // BackendPolicies, untyped so one unreadable object cannot break the watch.
     let resource = ApiResource::erase::<BackendPolicy>(&());
     for ns in &scopes {

@@ -148,6 +148,11 @@ pub(super) fn endpoint_slice(
 ) -> Result<Object, Box<Diagnostic>> {
     Ok(Object::EndpointSlice(Box::new(o)))
 }
+pub(super) fn config_map(
+    o: k8s_openapi::api::core::v1::ConfigMap,
+) -> Result<Object, Box<Diagnostic>> {
+    Ok(Object::ConfigMap(Box::new(o)))
+}
 pub(super) fn secret(o: k8s_openapi::api::core::v1::Secret) -> Result<Object, Box<Diagnostic>> {
     Ok(Object::Secret(Box::new(o)))
 }

@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::ServiceBackendPort;
-use weir_dataplane::{Backend, BackendKey, Protocol};
+use weir_dataplane::{Backend, BackendKey, Protocol, Roots, UpstreamTls};
+
+use crate::crd::BackendTls;
 
 use super::Context;
 use crate::index::Index;
@@ -14,6 +16,7 @@ use crate::object::ObjectKey;
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const APP_PROTOCOL_H2C: &str = "kubernetes.io/h2c";
+pub const APP_PROTOCOL_H2: &str = "kubernetes.io/h2";
 
 /// EndpointSlices grouped by the Service they belong to.
 pub(super) struct SlicesByService<'i>(HashMap<ObjectKey, Vec<&'i EndpointSlice>>);
@@ -52,6 +55,7 @@ fn unavailable(ctx: &Context<'_>, key: BackendKey, reason: String) -> Resolved {
             endpoints: Vec::new(),
             unavailable: Some(reason.clone()),
             policy: ctx.default_policy.clone(),
+            tls: None,
         },
         problem: Some(reason),
     }
@@ -78,6 +82,7 @@ pub(super) fn resolve(
         service: service.to_string(),
         port: port.number.and_then(|n| u16::try_from(n).ok()).unwrap_or(0),
         protocol: Protocol::Http1,
+        tls: None,
     };
     let Some(svc) = index.services.get(&svc_key) else {
         return unavailable(ctx, key, format!("service {svc_key} not found"));
@@ -104,23 +109,34 @@ pub(super) fn resolve(
         );
     };
     key.port = u16::try_from(svc_port.port).unwrap_or(0);
-    let (policy, protocol) = match ctx.policies.lookup(&svc_key, svc_port.name.as_deref()) {
-        Some((policy, protocol)) => (policy, protocol),
-        None => (ctx.default_policy.clone(), None),
+    let (policy, protocol, tls_spec) = match ctx.policies.lookup(&svc_key, svc_port.name.as_deref())
+    {
+        Some(found) => (found.policy, found.protocol, found.tls),
+        None => (ctx.default_policy.clone(), None, None),
     };
-    match (protocol, svc_port.app_protocol.as_deref()) {
+    key.protocol = match (protocol, svc_port.app_protocol.as_deref()) {
         // The policy's protocol overrides the Service port's appProtocol.
-        (Some(protocol), _) => key.protocol = protocol,
-        (None, Some(APP_PROTOCOL_H2C)) => key.protocol = Protocol::H2c,
-        (None, Some(p @ ("kubernetes.io/h2" | "kubernetes.io/wss" | "https"))) => {
-            let reason = format!(
-                "service {svc_key} port {} has appProtocol {p}; TLS to backends is not supported yet",
-                svc_port.port
-            );
+        (Some(protocol), _) => protocol,
+        (None, Some(APP_PROTOCOL_H2C)) => Protocol::H2c,
+        (None, Some(APP_PROTOCOL_H2)) => Protocol::H2,
+        (None, Some("https")) => Protocol::Https,
+        (None, Some(p @ ("kubernetes.io/ws" | "kubernetes.io/wss"))) => {
+            let reason = format!("service {svc_key} port {} has appProtocol {p}; WebSocket backends are not supported yet", svc_port.port);
             return unavailable(ctx, key, reason);
         }
-        _ => {}
-    }
+        _ => Protocol::Http1,
+    };
+    let tls = if key.protocol.is_tls() {
+        match upstream_tls(ctx, &svc_key, tls_spec.as_ref()) {
+            Ok(tls) => {
+                key.tls = Some(tls.identity());
+                Some(tls)
+            }
+            Err(reason) => return unavailable(ctx, key, reason),
+        }
+    } else {
+        None
+    };
     let slices = ctx.slices.0.get(&svc_key).map(Vec::as_slice).unwrap_or(&[]);
     Resolved {
         backend: Backend {
@@ -128,9 +144,75 @@ pub(super) fn resolve(
             endpoints: ready_endpoints(slices, svc_port),
             unavailable: None,
             policy,
+            tls,
         },
         problem: None,
     }
+}
+
+/// TLS settings for a backend: the policy's CA references (PEM from Secrets or ConfigMaps in
+/// the Service's namespace) or the system roots, and its hostname or `<svc>.<ns>.svc`.
+fn upstream_tls(
+    ctx: &Context<'_>,
+    service: &ObjectKey,
+    spec: Option<&BackendTls>,
+) -> Result<UpstreamTls, String> {
+    let default_host = format!("{}.{}.svc", service.name, service.namespace);
+    let hostname = spec
+        .and_then(|s| s.hostname.clone())
+        .unwrap_or(default_host);
+    let refs = spec
+        .map(|s| s.ca_certificate_refs.as_slice())
+        .unwrap_or(&[]);
+    if refs.is_empty() {
+        return UpstreamTls::new(&hostname, Roots::System(&ctx.system_roots))
+            .map_err(|e| format!("TLS to service {service}: {e}"));
+    }
+    let mut pem = Vec::new();
+    let mut sources = Vec::new();
+    for r in refs {
+        let key = ObjectKey::new(service.namespace.clone(), r.name.clone());
+        let data_key = r.key.as_deref().unwrap_or("ca.crt");
+        let found = match r.kind.as_str() {
+            "ConfigMap" => ctx.index.config_maps.get(&key).and_then(|e| {
+                e.object
+                    .data
+                    .as_ref()?
+                    .get(data_key)
+                    .map(|v| v.as_bytes().to_vec())
+            }),
+            _ => ctx.index.secrets.get(&key).and_then(|e| {
+                let s = &e.object;
+                s.data
+                    .as_ref()
+                    .and_then(|d| d.get(data_key).map(|v| v.0.clone()))
+                    .or_else(|| {
+                        s.string_data
+                            .as_ref()?
+                            .get(data_key)
+                            .map(|v| v.as_bytes().to_vec())
+                    })
+            }),
+        };
+        let source = format!("{} {key}", r.kind);
+        let Some(bytes) = found else {
+            return Err(format!(
+                "TLS to service {service}: {source} not found or has no {data_key:?}"
+            ));
+        };
+        pem.extend_from_slice(&bytes);
+        pem.push(b'\n');
+        sources.push(source);
+    }
+    let source = sources.join(",");
+    UpstreamTls::new(
+        &hostname,
+        Roots::Pem {
+            source: &source,
+            pem: &pem,
+        },
+    )
+    .map_err(|e| format!("TLS to service {service}: {e}"))
 }
 
 /// Ready, non-terminating addresses on the slice port that matches the Service port by name.

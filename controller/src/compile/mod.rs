@@ -22,7 +22,7 @@ pub use tls::TLS_SECRET_TYPE;
 pub const DEFAULT_CONTROLLER_NAME: &str = "weir.dev/ingress-controller";
 pub const DEFAULT_INGRESS_CLASS: &str = "weir";
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct CompileOptions {
     /// IngressClasses whose `spec.controller` equals this are weir's.
     pub controller_name: String,
@@ -32,6 +32,8 @@ pub struct CompileOptions {
     pub default_certificate: Option<ObjectKey>,
     /// The policy of backends no BackendPolicy targets, and the base of those one does.
     pub default_policy: BackendPolicy,
+    /// The system's CA certificates, loaded once at startup (compile does no I/O).
+    pub system_roots: std::sync::Arc<rustls::RootCertStore>,
 }
 
 impl Default for CompileOptions {
@@ -41,6 +43,7 @@ impl Default for CompileOptions {
             ingress_class: DEFAULT_INGRESS_CLASS.to_string(),
             default_certificate: None,
             default_policy: BackendPolicy::default(),
+            system_roots: std::sync::Arc::new(rustls::RootCertStore::empty()),
         }
     }
 }
@@ -66,6 +69,7 @@ pub fn compile(index: &Index, options: &CompileOptions) -> Compiled {
         certificates: tls::Certificates::default(),
         policies,
         default_policy: std::sync::Arc::new(options.default_policy.clone()),
+        system_roots: options.system_roots.clone(),
         builder: RouteTableBuilder::new(),
         diagnostics,
     };
@@ -120,6 +124,7 @@ struct Context<'i> {
     certificates: tls::Certificates,
     policies: policy::Policies,
     default_policy: std::sync::Arc<BackendPolicy>,
+    system_roots: std::sync::Arc<rustls::RootCertStore>,
     builder: RouteTableBuilder,
     diagnostics: Vec<Diagnostic>,
 }

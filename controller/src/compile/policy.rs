@@ -38,6 +38,14 @@ impl Default for PolicyStatus {
 struct Applied {
     policy: Arc<dp::BackendPolicy>,
     protocol: Option<dp::Protocol>,
+    tls: Option<crd::BackendTls>,
+}
+
+/// What a policy says about one backend.
+pub(super) struct ForBackend {
+    pub(super) policy: Arc<dp::BackendPolicy>,
+    pub(super) protocol: Option<dp::Protocol>,
+    pub(super) tls: Option<crd::BackendTls>,
 }
 
 /// Accepted policies by the Service and port name they target.
@@ -302,6 +310,8 @@ impl Policies {
             let protocol = spec.protocol.map(|p| match p {
                 crd::BackendProtocol::Http1 => dp::Protocol::Http1,
                 crd::BackendProtocol::H2c => dp::Protocol::H2c,
+                crd::BackendProtocol::H2 => dp::Protocol::H2,
+                crd::BackendProtocol::Https => dp::Protocol::Https,
             });
             let mut status = PolicyStatus::default();
             let mut unresolved = Vec::new();
@@ -359,6 +369,7 @@ impl Policies {
                     Applied {
                         policy: converted.clone(),
                         protocol,
+                        tls: spec.tls.clone(),
                     },
                 );
             }
@@ -381,11 +392,15 @@ impl Policies {
         &self,
         service: &ObjectKey,
         port_name: Option<&str>,
-    ) -> Option<(Arc<dp::BackendPolicy>, Option<dp::Protocol>)> {
+    ) -> Option<ForBackend> {
         let specific =
             port_name.and_then(|p| self.by_target.get(&(service.clone(), Some(p.to_string()))));
         specific
             .or_else(|| self.by_target.get(&(service.clone(), None)))
-            .map(|a| (a.policy.clone(), a.protocol))
+            .map(|a| ForBackend {
+                policy: a.policy.clone(),
+                protocol: a.protocol,
+                tls: a.tls.clone(),
+            })
     }
 }

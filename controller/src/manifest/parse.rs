@@ -158,6 +158,7 @@ fn typed(kind: Kind, value: Value) -> Result<Object, (String, String)> {
         Kind::Service => Object::Service(de(value)?),
         Kind::EndpointSlice => Object::EndpointSlice(de(value)?),
         Kind::Secret => Object::Secret(de(value)?),
+        Kind::ConfigMap => Object::ConfigMap(de(value)?),
         Kind::BackendPolicy => Object::BackendPolicy(de(value)?),
     })
 }

@@ -266,16 +266,16 @@ fn to_upstream(
         authority,
     );
     match protocol {
-        Protocol::Http1 => {
+        Protocol::Http1 | Protocol::Https => {
             parts.version = Version::HTTP_11;
             parts.uri = Uri::try_from(path_and_query).map_err(|_| InvalidTarget)?;
             let host = HeaderValue::from_str(authority).map_err(|_| InvalidTarget)?;
             parts.headers.insert(header::HOST, host);
         }
-        Protocol::H2c => {
+        Protocol::H2c | Protocol::H2 => {
             parts.version = Version::HTTP_2;
             parts.uri = Uri::builder()
-                .scheme("http")
+                .scheme(if protocol.is_tls() { "https" } else { "http" })
                 .authority(authority)
                 .path_and_query(path_and_query)
                 .build()

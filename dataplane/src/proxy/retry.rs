@@ -152,9 +152,9 @@ pub(crate) fn race_is_retried(policy: &BackendPolicy, protocol: Protocol, method
     let retry = &policy.retry;
     match protocol {
         // On HTTP/2 the race shows as GOAWAY or REFUSED_STREAM: unprocessed.
-        Protocol::H2c => retry.retries_on(crate::policy::RetryOn::Unprocessed),
+        Protocol::H2c | Protocol::H2 => retry.retries_on(crate::policy::RetryOn::Unprocessed),
         // On HTTP/1.1 it shows as a connection closed with no response.
-        Protocol::Http1 => {
+        Protocol::Http1 | Protocol::Https => {
             retry.retries_on(crate::policy::RetryOn::EmptyResponse)
                 && (is_idempotent(method) || retry.non_idempotent == NonIdempotent::Always)
         }

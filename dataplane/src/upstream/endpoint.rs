@@ -14,11 +14,12 @@ use super::select::{self, Candidate, Phase, Pick};
 use crate::metrics::{BackendMetrics, PickKind};
 use crate::policy::{BackendPolicy, Reuse};
 use crate::session::Session;
-use crate::table::Protocol;
+use crate::table::{Protocol, UpstreamTls};
 
 pub(crate) struct Endpoint {
     pub(crate) addr: SocketAddr,
     pub(crate) protocol: Protocol,
+    pub(crate) tls: Option<Arc<UpstreamTls>>,
     /// HTTP/2 connections in every phase but closed.
     h2: Mutex<Vec<Arc<H2Conn>>>,
     /// Idle HTTP/1.1 connections.
@@ -55,10 +56,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Endpoint {
-    pub(crate) fn new(addr: SocketAddr, protocol: Protocol) -> Self {
+    pub(crate) fn new(addr: SocketAddr, protocol: Protocol, tls: Option<Arc<UpstreamTls>>) -> Self {
         Self {
             addr,
             protocol,
+            tls,
             h2: Mutex::new(Vec::new()),
             h1_idle: Mutex::new(Vec::new()),
             open: AtomicUsize::new(0),
@@ -171,8 +173,8 @@ impl Endpoint {
         metrics: &BackendMetrics,
     ) -> Option<Lease> {
         match self.protocol {
-            Protocol::H2c => self.try_lease_h2(want, policy, metrics).map(Lease::H2),
-            Protocol::Http1 => self.try_lease_h1(want, policy, metrics),
+            Protocol::H2c | Protocol::H2 => self.try_lease_h2(want, policy, metrics).map(Lease::H2),
+            Protocol::Http1 | Protocol::Https => self.try_lease_h1(want, policy, metrics),
         }
     }
 
@@ -244,7 +246,12 @@ impl Endpoint {
                 });
                 conns.push(conn.clone());
                 drop(conns);
-                super::h2::establish(conn.clone(), policy.timeouts.connect, policy.pool.keepalive);
+                super::h2::establish(
+                    conn.clone(),
+                    policy.timeouts.connect,
+                    policy.pool.keepalive,
+                    self.tls.clone(),
+                );
                 self.after_reserve(&conn, policy);
                 Some(slot)
             }
@@ -377,11 +384,11 @@ impl Endpoint {
     /// Connections in any phase but closed.
     pub(crate) fn connection_count(&self) -> usize {
         match self.protocol {
-            Protocol::H2c => lock(&self.h2)
+            Protocol::H2c | Protocol::H2 => lock(&self.h2)
                 .iter()
                 .filter(|c| c.phase() != Phase::Closed)
                 .count(),
-            Protocol::Http1 => self.open.load(Ordering::Acquire),
+            Protocol::Http1 | Protocol::Https => self.open.load(Ordering::Acquire),
         }
     }
 }

@@ -33,6 +33,8 @@ pub enum Failure {
     PoolExhausted,
     Connect,
     ConnectTimeout,
+    /// The TLS handshake with the backend failed (verification, or no agreed ALPN protocol).
+    TlsHandshake,
     /// The connection closed before the peer's SETTINGS arrived.
     ClosedBeforeSettings,
     /// The connection went away before the request was written.
@@ -60,6 +62,7 @@ impl Failure {
             | Failure::PoolExhausted
             | Failure::Connect
             | Failure::ConnectTimeout
+            | Failure::TlsHandshake
             | Failure::ClosedBeforeSettings
             | Failure::NotSent
             | Failure::GoAway
@@ -89,6 +92,7 @@ impl Failure {
             Failure::PoolExhausted => "pool-exhausted",
             Failure::Connect => "connect",
             Failure::ConnectTimeout => "connect-timeout",
+            Failure::TlsHandshake => "tls-handshake",
             Failure::ClosedBeforeSettings => "closed-before-settings",
             Failure::NotSent => "not-sent",
             Failure::GoAway => "goaway",
@@ -101,11 +105,12 @@ impl Failure {
         }
     }
 
-    pub const ALL: [Failure; 13] = [
+    pub const ALL: [Failure; 14] = [
         Failure::NoEndpoints,
         Failure::PoolExhausted,
         Failure::Connect,
         Failure::ConnectTimeout,
+        Failure::TlsHandshake,
         Failure::ClosedBeforeSettings,
         Failure::NotSent,
         Failure::GoAway,

@@ -9,7 +9,6 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::endpoint::Endpoint;
@@ -73,29 +72,24 @@ pub(crate) async fn dial(
     let addr: SocketAddr = endpoint.addr;
     metrics.opened.inc();
     metrics.transition(None, Phase::Connecting);
-    let connected = tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await;
-    let fail = |failure, detail: String, reason| {
+    let fail = |error: AttemptError, reason| {
         metrics.transition(Some(Phase::Connecting), Phase::Closed);
         metrics.closed(reason, 0);
         endpoint.open.fetch_sub(1, Ordering::AcqRel);
         endpoint.wake.notify_waiters();
-        AttemptError::new(failure, Some(addr), detail)
+        error
     };
-    let stream = match connected {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(fail(Failure::Connect, e.to_string(), "connect-failed")),
-        Err(_) => {
-            return Err(fail(
-                Failure::ConnectTimeout,
-                String::new(),
-                "connect-timeout",
-            ))
-        }
+    let tls = endpoint.tls.as_deref();
+    let stream = match super::io::connect(addr, connect_timeout, tls, b"http/1.1").await {
+        Ok(io) => io,
+        Err(e) => return Err(fail(e.error, e.reason)),
     };
-    let _ = stream.set_nodelay(true);
     let (sender, conn) = match http1::Builder::new().handshake(TokioIo::new(stream)).await {
         Ok(pair) => pair,
-        Err(e) => return Err(fail(Failure::Connect, e.to_string(), "handshake-failed")),
+        Err(e) => {
+            let error = AttemptError::new(Failure::Connect, Some(addr), e);
+            return Err(fail(error, "handshake-failed"));
+        }
     };
     metrics.transition(Some(Phase::Connecting), Phase::Ready);
     let endpoint_ref = endpoint.clone();

@@ -20,7 +20,6 @@ use h2::{Ping, Reason, RecvStream, SendStream};
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -32,6 +31,7 @@ use crate::policy::Keepalive;
 use crate::proxy::body::{BoxError, ProxyBody};
 use crate::proxy::replay::AttemptBody;
 use crate::session::Session;
+use crate::table::UpstreamTls;
 
 /// Streams allowed on a connection whose SETTINGS have not arrived yet: the peer's limit may
 /// be 1, and it must never be exceeded.
@@ -301,24 +301,23 @@ pub(crate) fn establish(
     conn: Arc<H2Conn>,
     connect_timeout: Duration,
     keepalive: Option<Keepalive>,
+    tls: Option<Arc<UpstreamTls>>,
 ) {
     tokio::spawn(async move {
-        let tcp = match tokio::time::timeout(connect_timeout, TcpStream::connect(conn.addr)).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(error)) => {
-                tracing::debug!(addr = %conn.addr, %error, "upstream connect failed");
-                return conn.close_with("connect-failed", Failure::Connect);
+        let io = match super::io::connect(conn.addr, connect_timeout, tls.as_deref(), b"h2").await {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::debug!(addr = %conn.addr, error = %e.error, "upstream connect failed");
+                return conn.close_with(e.reason, e.error.failure);
             }
-            Err(_) => return conn.close_with("connect-timeout", Failure::ConnectTimeout),
         };
-        let _ = tcp.set_nodelay(true);
         let mut builder = h2::client::Builder::new();
         builder
             .initial_max_send_streams(CONSERVATIVE_STREAMS)
             .initial_window_size(1 << 20)
             .initial_connection_window_size(4 << 20)
             .max_send_buffer_size(1 << 20);
-        let (send, mut connection) = match builder.handshake::<_, Bytes>(tcp).await {
+        let (send, mut connection) = match builder.handshake::<_, Bytes>(io).await {
             Ok(pair) => pair,
             Err(error) => {
                 tracing::debug!(addr = %conn.addr, %error, "upstream HTTP/2 handshake failed");

@@ -9,6 +9,7 @@ mod endpoint;
 mod error;
 mod h1;
 mod h2;
+mod io;
 mod select;
 
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ const MAX_REPICKS: usize = 4;
 
 pub struct BackendPool {
     key: BackendKey,
+    tls: Option<Arc<crate::table::UpstreamTls>>,
     policy: ArcSwap<BackendPolicy>,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     unavailable: ArcSwapOption<String>,
@@ -81,11 +83,13 @@ impl BackendPool {
     pub(crate) fn new(
         key: BackendKey,
         policy: Arc<BackendPolicy>,
+        tls: Option<crate::table::UpstreamTls>,
         metrics: &ProxyMetrics,
     ) -> Arc<Self> {
         Arc::new_cyclic(|weak: &Weak<BackendPool>| Self {
             metrics: metrics.backend(&key.to_string()),
             key,
+            tls: tls.map(Arc::new),
             policy: ArcSwap::new(policy),
             endpoints: ArcSwap::from_pointee(Vec::new()),
             unavailable: ArcSwapOption::empty(),
@@ -123,7 +127,9 @@ impl BackendPool {
                     .iter()
                     .find(|e| e.addr == *addr)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Endpoint::new(*addr, self.key.protocol)))
+                    .unwrap_or_else(|| {
+                        Arc::new(Endpoint::new(*addr, self.key.protocol, self.tls.clone()))
+                    })
             })
             .collect();
         for gone in current.iter().filter(|e| !addrs.contains(&e.addr)) {
