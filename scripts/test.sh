@@ -31,6 +31,8 @@ fi
 command -v go >/dev/null || { echo "test.sh: go is missing: the controller tests build kube-apiserver with it" >&2; exit 1; }
 log "control plane (scripts/controlplane/install.sh)"
 bash scripts/controlplane/install.sh
+log "helm and prometheus (scripts/install-tools.sh)"
+bash scripts/install-tools.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
 export CARGO_TERM_COLOR=never
