@@ -25,14 +25,6 @@ fn yaml<T: DeserializeOwned>(text: &str) -> T {
     serde_yaml::from_str(text).unwrap_or_else(|e| panic!("test manifest: {e}\n{text}"))
 }
 
-async fn admin(cp: &ControlPlane) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
-
 /// Retries an async check until it passes or `LIMIT` runs out.
 macro_rules! eventually {
     ($what:expr, $check:expr) => {{
@@ -58,7 +50,7 @@ struct Cluster {
 /// namespace `shop` and an IngressClass for weir.
 async fn cluster(tag: &str) -> Cluster {
     let cp = ControlPlane::start(tag);
-    let client = admin(&cp).await;
+    let client = cp.admin_client().await;
     let pp = PostParams::default();
     for ns in ["weir-system", "shop"] {
         let ns: Namespace = yaml(&format!("metadata: {{name: {ns}}}"));

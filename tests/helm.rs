@@ -199,14 +199,6 @@ fn chart_rbac_and_crds_are_the_checked_in_ones() {
     );
 }
 
-async fn admin(cp: &ControlPlane) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(cp.admin_kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
-
 /// CRDs of the Prometheus operator, reduced to what the API server needs to accept objects.
 fn monitoring_crd(plural: &str, kind: &str) -> String {
     format!(
@@ -249,7 +241,7 @@ async fn create_dynamic(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rendered_object_passes_server_side_dry_run() {
     let cp = ControlPlane::start("helm-dryrun");
-    let client = admin(&cp).await;
+    let client = cp.admin_client().await;
     let pp = PostParams::default();
     let ns: Namespace = yaml("metadata: {name: weir-system}");
     Api::<Namespace>::all(client.clone())
@@ -322,7 +314,7 @@ async fn install_run_weir_with_the_charts_rbac_upgrade_uninstall() {
         ]),
         "helm install",
     );
-    let client = admin(&cp).await;
+    let client = cp.admin_client().await;
     // The chart installed the CRD and created the ServiceAccount weir runs as.
     let token_kubeconfig = cp.service_account_kubeconfig("weir-system", "weir");
     let ns: Namespace = yaml("metadata: {name: shop}");

@@ -53,6 +53,7 @@ impl Backend {
         let connections = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn(accept(
             listener,
+            None,
             name.to_string(),
             hits.clone(),
             connections.clone(),
@@ -86,34 +87,13 @@ impl Backend {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let hits = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (name2, hits2, connections2) = (name.to_string(), hits.clone(), connections.clone());
-        let task = tokio::spawn(async move {
-            let flaky = Arc::new(AtomicUsize::new(0));
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
-                connections2.fetch_add(1, Ordering::SeqCst);
-                let (acceptor, name, hits, flaky) = (
-                    acceptor.clone(),
-                    name2.clone(),
-                    hits2.clone(),
-                    flaky.clone(),
-                );
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let service = service_fn(move |req| {
-                        hits.fetch_add(1, Ordering::SeqCst);
-                        respond(name.clone(), req, flaky.clone())
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
+        let task = tokio::spawn(accept(
+            listener,
+            Some(acceptor),
+            name.to_string(),
+            hits.clone(),
+            connections.clone(),
+        ));
         Ok(Backend {
             addr,
             name: name.to_string(),
@@ -143,6 +123,7 @@ impl Backend {
 
 async fn accept(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     name: String,
     hits: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
@@ -153,19 +134,32 @@ async fn accept(
             continue;
         };
         connections.fetch_add(1, Ordering::SeqCst);
-        let name = name.clone();
-        let hits = hits.clone();
-        let flaky = flaky.clone();
+        let (tls, name, hits, flaky) = (tls.clone(), name.clone(), hits.clone(), flaky.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                hits.fetch_add(1, Ordering::SeqCst);
-                respond(name.clone(), req, flaky.clone())
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                None => serve(stream, name, hits, flaky).await,
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve(stream, name, hits, flaky).await;
+                    }
+                }
+            }
         });
     }
+}
+
+/// Serves one connection, HTTP/1.1 or HTTP/2 (told apart by the preface).
+async fn serve<I>(io: I, name: String, hits: Arc<AtomicUsize>, flaky: Arc<AtomicUsize>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        hits.fetch_add(1, Ordering::SeqCst);
+        respond(name.clone(), req, flaky.clone())
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), service)
+        .await;
 }
 
 fn seen_headers(req: &Request<Incoming>, name: &str) -> HeaderMap {

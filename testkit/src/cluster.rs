@@ -68,6 +68,16 @@ impl ControlPlane {
         self.dir.join("admin.kubeconfig")
     }
 
+    /// A client with the admin (system:masters) certificate.
+    pub async fn admin_client(&self) -> kube::Client {
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(self.admin_kubeconfig()).expect("admin kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("admin client configuration");
+        kube::Client::try_from(config).expect("admin client")
+    }
+
     pub fn url(&self) -> &str {
         &self.env["APISERVER_URL"]
     }
