@@ -423,7 +423,7 @@ async fn close_before_settings_is_unprocessed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safe_first_requests_avoid_idle_connections() {
     let b = Behaviour {
-        close_idle_after: Some(Duration::from_millis(40)),
+        close_idle_after: Some(Duration::from_millis(150)),
         ..Default::default()
     };
     let r = rig(vec![b], &policy("safe", "retry:\n  attempts: 1")).await;
@@ -438,7 +438,7 @@ async fn safe_first_requests_avoid_idle_connections() {
             200,
             "round {i}"
         );
-        tokio::time::sleep(Duration::from_millis(38 + (i % 5) as u64)).await;
+        tokio::time::sleep(Duration::from_millis(146 + (i % 9) as u64)).await;
     }
     assert_eq!(
         r.metric("weir_upstream_pool_picks_total", "kind=\"new\"")
@@ -621,20 +621,21 @@ async fn early_413_before_body_is_done() {
     r.finish().await;
 }
 
-/// 13. A body over `maxReplayBytes` on a refusing backend: not retried, counted; an HTTP/2
-/// client gets REFUSED_STREAM so it may retry itself.
+/// 13. A body over `maxReplayBytes` on a failing backend: not retried, counted. The backend
+/// reads the whole body before answering 503, so the body is known to be over the cap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_replay_cap_is_not_retried() {
     let b = Behaviour {
-        refuse_streams: 2,
+        fail_all: Some(503),
         ..Default::default()
     };
-    let r = rig(vec![b], &policy("safe", "retry:\n  maxReplayBytes: 1024")).await;
+    let spec = "retry:\n  when: [gateway-error]\n  nonIdempotent: always\n  maxReplayBytes: 1024";
+    let r = rig(vec![b], &policy("safe", spec)).await;
     let answers = concurrently(r.weir.http, &[("POST", "/", body_of("big", 64 * 1024))]).await;
-    let err = answers[0].clone().expect_err("not retried");
-    assert!(
-        err.contains("REFUSED_STREAM"),
-        "HTTP/2 client gets REFUSED_STREAM, got {err}"
+    assert_eq!(
+        answers[0].as_ref().unwrap().0,
+        503,
+        "not retried: the backend's answer"
     );
     let req = client::request(
         Proto::H1,
@@ -643,14 +644,51 @@ async fn body_over_replay_cap_is_not_retried() {
         "/",
         client::body(body_of("big", 64 * 1024)),
     );
-    let h1 = client::send(r.weir.http, Proto::H1, req).await.unwrap();
-    assert_eq!(h1.status, 502, "HTTP/1.1 client gets 502");
+    assert_eq!(
+        client::send(r.weir.http, Proto::H1, req)
+            .await
+            .unwrap()
+            .status,
+        503
+    );
     assert_eq!(
         r.metric("weir_retries_skipped_total", "reason=\"body_too_large\"")
             .await,
         2.0
     );
-    assert_eq!(r.peers[0].stats().streams, 2);
+    assert_eq!(r.peers[0].stats().streams, 2, "one attempt each");
+    // A small body on the same policy is retried.
+    let answers = concurrently(r.weir.http, &[("POST", "/", body_of("small", 100))]).await;
+    assert_eq!(answers[0].as_ref().unwrap().0, 503);
+    assert_eq!(r.peers[0].stats().streams, 4, "the small one was retried");
+    r.finish().await;
+}
+
+/// An unprocessed failure that may not be retried: an HTTP/2 client gets REFUSED_STREAM so it
+/// may retry itself; an HTTP/1.1 client gets 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unretried_unprocessed_failure_refuses_the_client_stream() {
+    let b = Behaviour {
+        refuse_streams: 2,
+        ..Default::default()
+    };
+    let r = rig(vec![b], &policy("safe", "retry:\n  attempts: 1")).await;
+    let answers = concurrently(r.weir.http, &[("POST", "/", body_of("x", 100))]).await;
+    let err = answers[0].clone().expect_err("not retried");
+    assert!(
+        err.contains("REFUSED_STREAM"),
+        "HTTP/2 client gets REFUSED_STREAM, got {err}"
+    );
+    let h1 = client::get(r.weir.http, "app.example.com", "/")
+        .await
+        .unwrap();
+    assert_eq!(h1.status, 502, "HTTP/1.1 client gets 502");
+    assert_eq!(r.peers[0].stats().refused, 2);
+    assert_eq!(
+        r.metric("weir_retries_total", "reason=\"refused-stream\"")
+            .await,
+        0.0
+    );
     r.finish().await;
 }
 
