@@ -1,0 +1,17 @@
+set terminal pngcairo size 1040,420 font ',9'
+set output '/work/main/bench/results/scenario-b.png'
+set multiplot layout 1,2
+set style data histograms
+set style fill solid 0.8 border -1
+set boxwidth 0.7
+set yrange [0:*]
+set xtics rotate by -30 nomirror
+set grid ytics
+unset key
+set title 'req/s (median)'
+set ylabel 'requests/s'
+plot '/work/main/bench/results/scenario-b-0.dat' using 2:xtic(1) with histograms lc rgb '#4472c4', '' using 0:2:(sprintf('%.3g',$2)) with labels offset 0,0.7
+set title 'proxy CPU per 100k requests'
+set ylabel 'CPU seconds'
+plot '/work/main/bench/results/scenario-b-1.dat' using 2:xtic(1) with histograms lc rgb '#4472c4', '' using 0:2:(sprintf('%.3g',$2)) with labels offset 0,0.7
+unset multiplot

@@ -1,0 +1,17 @@
+set terminal pngcairo size 1040,420 font ',9'
+set output '/work/main/bench/results/scenario-d.png'
+set multiplot layout 1,2
+set style data histograms
+set style fill solid 0.8 border -1
+set boxwidth 0.7
+set yrange [0:*]
+set xtics rotate by -30 nomirror
+set grid ytics
+unset key
+set title 'failed+non-2xx requests during changes'
+set ylabel 'requests'
+plot '/work/main/bench/results/scenario-d-0.dat' using 2:xtic(1) with histograms lc rgb '#4472c4', '' using 0:2:(sprintf('%.3g',$2)) with labels offset 0,0.7
+set title 'time to apply one change (p50)'
+set ylabel 'ms'
+plot '/work/main/bench/results/scenario-d-1.dat' using 2:xtic(1) with histograms lc rgb '#4472c4', '' using 0:2:(sprintf('%.3g',$2)) with labels offset 0,0.7
+unset multiplot
