@@ -272,6 +272,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// mimalloc: the request path allocates many small, short-lived objects across tasks; glibc's
+/// malloc spent about 10% of weir's CPU on them in the benchmark profile (`bench/results/`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

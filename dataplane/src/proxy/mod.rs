@@ -120,7 +120,10 @@ impl Dataplane {
                 attempts: Vec::new(),
             })
         });
-        let d = self.dispatch(&snapshot, req, &client, start).await;
+        // Boxed: the dispatch state (retry loop, attempt, pool lease, protocol send) is a few
+        // KiB; kept inline it would be copied each time hyper moves the stream's future (into
+        // its task, among others). One allocation and one copy instead.
+        let d = Box::pin(self.dispatch(&snapshot, req, &client, start)).await;
         let mut completion = Completion {
             metrics: self.metrics.clone(),
             route: d.route,

@@ -185,7 +185,9 @@ pub(crate) async fn run(ex: Exchange<'_>) -> (Outcome, Vec<AttemptRecord>) {
             return (Outcome::Failed(e), records);
         };
         tried.push(endpoint.addr);
-        let attempt = pool.attempt(&endpoint, &want, &policy, &head, replay.attempt());
+        // Pinned once, so the state of this loop holds one attempt (not one per branch).
+        let attempt =
+            std::pin::pin!(pool.attempt(&endpoint, &want, &policy, &head, replay.attempt()));
         let per_try = retry.per_try_timeout.map(|t| Instant::now() + t);
         let limit = match (per_try, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),

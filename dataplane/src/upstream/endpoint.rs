@@ -91,6 +91,24 @@ impl Endpoint {
         metrics: &BackendMetrics,
         pending: &AtomicUsize,
     ) -> Result<Lease, AttemptError> {
+        // Fast path: a free slot (or a dial to start) right away, with no waiter registration.
+        if !self.retired.load(Ordering::Acquire) {
+            if let Some(lease) = self.try_lease(want, policy, metrics) {
+                return Ok(lease);
+            }
+        }
+        Box::pin(self.lease_slow(want, policy, metrics, pending)).await
+    }
+
+    /// Waits for a slot: registered on the endpoint's wake-ups before every re-check, so a
+    /// release between the check and the wait is never missed.
+    async fn lease_slow(
+        self: &Arc<Self>,
+        want: &Want<'_>,
+        policy: &BackendPolicy,
+        metrics: &BackendMetrics,
+        pending: &AtomicUsize,
+    ) -> Result<Lease, AttemptError> {
         let started = Instant::now();
         let deadline = started + policy.pool.pending_timeout;
         let mut waiting = false;

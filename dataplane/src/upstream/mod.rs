@@ -225,13 +225,15 @@ impl BackendPool {
                         Lease::H1(conn) => conn,
                         Lease::DialH1 { private } => {
                             let owner = private.then_some(want.session);
-                            h1::dial(
+                            // Boxed: dialing is the cold path, and its state (connect,
+                            // TLS, handshake) would otherwise enlarge every request's future.
+                            Box::pin(h1::dial(
                                 endpoint,
                                 owner,
                                 want.session.id(),
                                 policy.timeouts.connect,
                                 &self.metrics,
-                            )
+                            ))
                             .await?
                         }
                         Lease::H2(_) => unreachable!("handled above"),
