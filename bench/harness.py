@@ -294,8 +294,7 @@ class Weir:
                                    "--http-listen", f"127.0.0.1:{self.port}",
                                    "--https-listen", f"127.0.0.1:{WEIR_HTTPS}",
                                    "--admin-listen", f"127.0.0.1:{WEIR_ADMIN}",
-                                   "--log-level", "warn"],
-                       env={"TOKIO_WORKER_THREADS": str(ctx.workers)})
+                                   "--log-level", "warn", "--workers", str(ctx.workers)])
         self.ready_s = self.wait_ready()
         self.pid = self.p.pid
 
@@ -873,7 +872,7 @@ def report(ctx, started, finished):
     L.append("## Machine and setup\n")
     L.append(f"- CPU: {os.cpu_count()} cores, `{cpu}`; memory {int(mem) // 1024} MiB; kernel `{os.uname().release}`")
     L.append(f"- Proxy under test pinned to CPU {ctx.proxy_cpu} (`taskset -c {ctx.proxy_cpu}`), "
-             f"{ctx.workers} worker each: weir `TOKIO_WORKER_THREADS={ctx.workers}` "
+             f"{ctx.workers} worker each: weir `--workers {ctx.workers}` "
              f"(threads seen in /proc: {R['meta'].get('weir_threads', {})}), HAProxy `nbthread {ctx.workers}`, "
              f"nghttpx `workers={ctx.workers}`, nginx `worker_processes {ctx.workers}`.")
     L.append(f"- Load generator (h2load / wrk / oha, one thread) and both backends pinned to CPU {ctx.load_cpu}. "

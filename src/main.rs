@@ -100,6 +100,9 @@ struct RunArgs {
     /// Timeout for connecting to a backend endpoint, unless a BackendPolicy sets `timeouts.connect`.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration)]
     upstream_connect_timeout: Duration,
+    /// Threads serving traffic, each with its own event loop (default: one per CPU).
+    #[arg(long, value_name = "N", env = "WEIR_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
     /// Write one JSON line per request to stdout.
     #[arg(long)]
     access_log: bool,
@@ -268,7 +271,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             });
         }
     }
-    weir_dataplane::serve(dataplane, listeners, shutdown_signal(), args.drain_timeout).await;
+    let workers = match args.workers {
+        Some(n) => usize::from(n),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    tracing::info!(workers, "serving");
+    weir_dataplane::serve(
+        dataplane,
+        listeners,
+        workers,
+        shutdown_signal(),
+        args.drain_timeout,
+    )
+    .await;
     Ok(())
 }
 
@@ -315,7 +330,9 @@ fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The main thread's runtime is one of the serving workers and also runs the sources, the
+    // admin listener and the pool housekeeping; `serve` starts the other workers.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,37 +48,67 @@ fn builder() -> Builder {
 /// Serves client traffic until `shutdown` resolves, then stops accepting, tells every
 /// connection to finish (GOAWAY for HTTP/2, close after the current response for HTTP/1.1),
 /// and waits up to `drain_timeout` for in-flight requests.
+///
+/// `workers` event loops accept and serve connections: the caller's runtime, and `workers - 1`
+/// threads of their own, each with a single-threaded runtime, all accepting on the same sockets.
+/// A connection stays on the loop that accepted it, so its request and response work is never
+/// handed between threads, and the tasks a request wakes run after the current one, which lets
+/// a connection's writes batch instead of one write per frame.
 pub async fn serve(
     dataplane: Arc<Dataplane>,
     listeners: Listeners,
+    workers: usize,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) {
     let graceful = Arc::new(GracefulShutdown::new());
     let builder = Arc::new(builder());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (done_tx, done_rx) = watch::channel(false);
+    let tls = listeners
+        .https
+        .as_ref()
+        .map(|_| TlsAcceptor::from(crate::tls::server_config(dataplane.current.clone())));
     let mut loops = JoinSet::new();
+    let mut stopped = Vec::new();
+    for worker in 1..workers.max(1) {
+        let (Ok(http), Ok(https)) = (duplicate(&listeners.http), duplicate(&listeners.https))
+        else {
+            tracing::error!(
+                worker,
+                "cannot share the listening sockets; serving with fewer workers"
+            );
+            break;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        stopped.push(rx);
+        let ctx = Accept {
+            dataplane: dataplane.clone(),
+            graceful: graceful.clone(),
+            builder: builder.clone(),
+            stop: stop_rx.clone(),
+        };
+        let (tls, done) = (tls.clone(), done_rx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("weir-worker-{worker}"))
+            .spawn(move || worker_thread(ctx, http, https, tls, tx, done));
+        if let Err(error) = spawned {
+            tracing::error!(worker, %error, "cannot start a worker thread");
+        }
+    }
+    let ctx = Accept {
+        dataplane: dataplane.clone(),
+        graceful: graceful.clone(),
+        builder: builder.clone(),
+        stop: stop_rx.clone(),
+    };
     if let Some(listener) = listeners.http {
-        loops.spawn(accept_loop(
-            listener,
-            None,
-            dataplane.clone(),
-            graceful.clone(),
-            builder.clone(),
-            stop_rx.clone(),
-        ));
+        loops.spawn(accept_loop(listener, None, ctx.clone()));
     }
     if let Some(listener) = listeners.https {
-        let acceptor = TlsAcceptor::from(crate::tls::server_config(dataplane.current.clone()));
-        loops.spawn(accept_loop(
-            listener,
-            Some(acceptor),
-            dataplane.clone(),
-            graceful.clone(),
-            builder.clone(),
-            stop_rx.clone(),
-        ));
+        loops.spawn(accept_loop(listener, tls.clone(), ctx.clone()));
     }
+    drop(ctx);
     shutdown.await;
     tracing::info!(
         ?drain_timeout,
@@ -86,6 +117,9 @@ pub async fn serve(
     dataplane.start_draining();
     let _ = stop_tx.send(true);
     while loops.join_next().await.is_some() {}
+    for rx in stopped {
+        let _ = rx.await;
+    }
     let Ok(graceful) = Arc::try_unwrap(graceful) else {
         tracing::error!("accept loops still hold the drain handle; exiting without drain");
         return;
@@ -95,16 +129,71 @@ pub async fn serve(
         Ok(()) => tracing::info!(connections = open, "drained"),
         Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
     }
+    let _ = done_tx.send(true);
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+/// What an accept loop shares with the others.
+#[derive(Clone)]
+struct Accept {
     dataplane: Arc<Dataplane>,
     graceful: Arc<GracefulShutdown>,
     builder: Arc<Builder>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Another handle on the same listening socket, for another worker's event loop.
+fn duplicate(listener: &Option<TcpListener>) -> std::io::Result<Option<std::net::TcpListener>> {
+    listener
+        .as_ref()
+        .map(|l| Ok(std::net::TcpListener::from(l.as_fd().try_clone_to_owned()?)))
+        .transpose()
+}
+
+/// One extra worker: accepts until told to stop, then keeps serving its connections until
+/// the drain is over (`done`).
+fn worker_thread(
+    ctx: Accept,
+    http: Option<std::net::TcpListener>,
+    https: Option<std::net::TcpListener>,
+    tls: Option<TlsAcceptor>,
+    stopped: tokio::sync::oneshot::Sender<()>,
+    mut done: watch::Receiver<bool>,
 ) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            tracing::error!(%error, "cannot start a worker runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let mut loops = JoinSet::new();
+        for (listener, tls) in [(http, None), (https, tls)] {
+            let Some(listener) = listener else { continue };
+            match TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    loops.spawn(accept_loop(listener, tls, ctx.clone()));
+                }
+                Err(error) => tracing::error!(%error, "worker cannot use a listening socket"),
+            }
+        }
+        drop(ctx);
+        while loops.join_next().await.is_some() {}
+        let _ = stopped.send(());
+        let _ = done.wait_for(|d| *d).await;
+    });
+}
+
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Accept) {
+    let Accept {
+        dataplane,
+        graceful,
+        builder,
+        mut stop,
+    } = ctx;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -126,11 +215,7 @@ async fn accept_loop(
         let builder = builder.clone();
         match &tls {
             None => {
-                let client = ClientConn {
-                    addr,
-                    tls: false,
-                    session,
-                };
+                let client = ClientConn::new(addr, false, session);
                 tokio::spawn(serve_conn(stream, client, dataplane, builder, watcher));
             }
             Some(acceptor) => {
@@ -140,11 +225,7 @@ async fn accept_loop(
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(stream)) => {
-                            let client = ClientConn {
-                                addr,
-                                tls: true,
-                                session,
-                            };
+                            let client = ClientConn::new(addr, true, session);
                             serve_conn(stream, client, dataplane, builder, watcher).await
                         }
                         Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),

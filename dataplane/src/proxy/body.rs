@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use super::access_log::{rfc3339, AccessLog};
 use super::retry::AttemptRecord;
-use crate::metrics::ProxyMetrics;
+use crate::metrics::{Code, RequestMetrics};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -46,10 +46,8 @@ pub(crate) struct LogFields {
 /// Records a request's metrics (and access-log line) when its response body is finished or
 /// dropped, so the duration covers the whole response and an aborted response is counted too.
 pub(crate) struct Completion {
-    pub(crate) metrics: ProxyMetrics,
-    pub(crate) route: String,
-    pub(crate) service: String,
-    pub(crate) code: String,
+    pub(crate) metrics: std::sync::Arc<RequestMetrics>,
+    pub(crate) code: Code,
     pub(crate) start: Instant,
     pub(crate) bytes: u64,
     pub(crate) log: Option<Box<LogFields>>,
@@ -58,15 +56,7 @@ pub(crate) struct Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
-        let labels = [self.route.as_str(), self.service.as_str()];
-        self.metrics
-            .duration
-            .with_label_values(&labels)
-            .observe(elapsed.as_secs_f64());
-        self.metrics
-            .requests
-            .with_label_values(&[&self.route, &self.service, &self.code])
-            .inc();
+        self.metrics.record(self.code, elapsed);
         if let Some(f) = self.log.take() {
             let endpoint = f
                 .attempts
@@ -80,10 +70,10 @@ impl Drop for Completion {
                 "method": f.method,
                 "authority": f.authority,
                 "path": f.path,
-                "route": self.route,
-                "service": self.service,
+                "route": self.metrics.route,
+                "service": self.metrics.service,
                 "endpoint": endpoint,
-                "status": self.code,
+                "status": self.code.label(),
                 "bytes": self.bytes,
                 "duration": elapsed.as_secs_f64(),
                 "attempts": attempts,

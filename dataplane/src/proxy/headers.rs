@@ -22,8 +22,17 @@ pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwa
 pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == KEEP_ALIVE || name == PROXY_CONNECTION
+}
+
 /// Removes hop-by-hop headers, including those the Connection header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names first: most messages carry none, and then nothing is looked up
+    // or removed. A message with a Connection header always takes the full path below.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -48,10 +57,15 @@ pub(crate) fn wants_trailers(headers: &HeaderMap) -> bool {
         .any(|t| t.trim().split(';').next() == Some("trailers"))
 }
 
-/// Prepares the headers of a request going to a backend.
+/// The client's address as an `X-Forwarded-For` element, formatted once per client connection.
+pub(crate) fn client_address(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Prepares the headers of a request going to a backend. `client` is [`client_address`].
 pub(crate) fn forward_request(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
     host: &str,
 ) {
@@ -62,12 +76,18 @@ pub(crate) fn forward_request(
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    let client = client.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client}"),
-        _ => client,
+    let prior = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|prior| !prior.trim().is_empty());
+    let xff = match prior {
+        Some(prior) => {
+            let client = client.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{prior}, {client}")).ok()
+        }
+        None => Some(client.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
@@ -121,16 +141,43 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
-        forward_request(
-            &mut h,
-            "192.0.2.7".parse().unwrap(),
-            "https",
-            "shop.example",
-        );
+        let client = client_address("192.0.2.7".parse().unwrap());
+        forward_request(&mut h, &client, "https", "shop.example");
         assert_eq!(h["te"], "trailers");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "shop.example");
         assert!(!h.contains_key(header::EXPECT));
+    }
+
+    #[test]
+    fn first_hop_sets_xff_and_plain_messages_are_untouched() {
+        let mut h = HeaderMap::new();
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        let client = client_address("2001:db8::1".parse().unwrap());
+        forward_request(&mut h, &client, "http", "shop.example");
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+    }
+
+    #[test]
+    fn every_hop_by_hop_name_alone_is_removed() {
+        for name in [
+            "te",
+            "transfer-encoding",
+            "upgrade",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            h.insert("x-kept", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name}");
+        }
     }
 }

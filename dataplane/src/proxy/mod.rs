@@ -12,10 +12,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
+use http::uri::{self, Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::metrics::{Code, RequestMetrics};
 use crate::router::normalize_host;
 use crate::session::Session;
 use crate::state::{Dataplane, Snapshot};
@@ -32,9 +34,20 @@ pub(crate) struct ClientConn {
     pub(crate) addr: SocketAddr,
     pub(crate) tls: bool,
     pub(crate) session: Arc<Session>,
+    /// The client's address as an `X-Forwarded-For` element.
+    xff: HeaderValue,
 }
 
 impl ClientConn {
+    pub(crate) fn new(addr: SocketAddr, tls: bool, session: Arc<Session>) -> Self {
+        Self {
+            addr,
+            tls,
+            session,
+            xff: headers::client_address(addr.ip()),
+        }
+    }
+
     fn proto(&self) -> &'static str {
         if self.tls {
             "https"
@@ -81,21 +94,10 @@ enum Answer {
 }
 
 struct Dispatched {
-    route: String,
-    service: String,
+    /// Where the request's metrics go: its route and service, or the proxy's own answers.
+    metrics: Arc<RequestMetrics>,
     answer: Answer,
     attempts: Vec<AttemptRecord>,
-}
-
-impl Dispatched {
-    fn local(resp: Response<ProxyBody>) -> Self {
-        Self {
-            route: String::new(),
-            service: String::new(),
-            answer: Answer::Respond(resp),
-            attempts: Vec::new(),
-        }
-    }
 }
 
 impl Dataplane {
@@ -125,10 +127,8 @@ impl Dataplane {
         // its task, among others). One allocation and one copy instead.
         let d = Box::pin(self.dispatch(&snapshot, req, &client, start)).await;
         let mut completion = Completion {
-            metrics: self.metrics.clone(),
-            route: d.route,
-            service: d.service,
-            code: String::new(),
+            metrics: d.metrics,
+            code: Code::Refused,
             start,
             bytes: 0,
             log,
@@ -139,11 +139,10 @@ impl Dataplane {
         match d.answer {
             Answer::Respond(mut resp) => {
                 *resp.version_mut() = version;
-                completion.code = resp.status().as_u16().to_string();
+                completion.code = Code::Status(resp.status().as_u16());
                 Ok(resp.map(|b| ProxyBody::new(Metered::new(b, completion))))
             }
             Answer::Refuse => {
-                completion.code = "refused-stream".to_string();
                 drop(completion);
                 Err(Refused(h2::Error::from(h2::Reason::REFUSED_STREAM)))
             }
@@ -158,19 +157,23 @@ impl Dataplane {
         start: Instant,
     ) -> Dispatched {
         let first = client.session.begin_request();
+        let here = |resp| Dispatched {
+            metrics: self.metrics.local.clone(),
+            answer: Answer::Respond(resp),
+            attempts: Vec::new(),
+        };
         if req.method() == Method::CONNECT {
-            return Dispatched::local(local::method_not_allowed());
+            return here(local::method_not_allowed());
         }
         let Some(authority) = authority(&req) else {
-            return Dispatched::local(local::missing_host());
+            return here(local::missing_host());
         };
         let host = normalize_host(&authority);
         let Some(decision) = snapshot.table.route(&host, req.uri().path()) else {
-            return Dispatched::local(local::no_route());
+            return here(local::no_route());
         };
         let pool = snapshot.pool(decision.backend).clone();
-        let route = decision.route.to_string();
-        let service = pool.metrics.service.clone();
+        let metrics = pool.metrics.routes.get(decision.route);
         let client_wants_trailers = headers::wants_trailers(req.headers());
         let client_version = req.version();
         let protocol = pool.key().protocol;
@@ -180,8 +183,7 @@ impl Dataplane {
             Ok(parts) => parts,
             Err(InvalidTarget) => {
                 return Dispatched {
-                    route,
-                    service,
+                    metrics,
                     answer: Answer::Respond(local::bad_request()),
                     attempts: Vec::new(),
                 }
@@ -214,31 +216,31 @@ impl Dataplane {
                 Answer::Respond(Response::from_parts(parts, body))
             }
             Outcome::Failed(error) => {
+                let (route, service) = (&*metrics.route, &*metrics.service);
                 tracing::warn!(%route, %service, %error, class = error.class().label(), "upstream request failed");
                 match error.failure {
                     Failure::NoEndpoints => {
                         let reason = pool.unavailable_reason();
                         Answer::Respond(local::no_endpoints(
-                            &service,
+                            service,
                             reason.as_deref().map(|s| s.as_str()),
                         ))
                     }
-                    Failure::PoolExhausted => Answer::Respond(local::pool_exhausted(&service)),
+                    Failure::PoolExhausted => Answer::Respond(local::pool_exhausted(service)),
                     f if f.class() == SafetyClass::Unprocessed
                         && client_version == Version::HTTP_2 =>
                     {
                         Answer::Refuse
                     }
                     Failure::ConnectTimeout | Failure::ResponseTimeout => {
-                        Answer::Respond(local::gateway_timeout(&service))
+                        Answer::Respond(local::gateway_timeout(service))
                     }
-                    _ => Answer::Respond(local::bad_gateway(&service)),
+                    _ => Answer::Respond(local::bad_gateway(service)),
                 }
             }
         };
         Dispatched {
-            route,
-            service,
+            metrics,
             answer,
             attempts,
         }
@@ -259,30 +261,32 @@ fn to_upstream(
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/")
-        .to_string();
-    headers::forward_request(
-        &mut parts.headers,
-        client.addr.ip(),
-        client.proto(),
-        authority,
-    );
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    headers::forward_request(&mut parts.headers, &client.xff, client.proto(), authority);
     match protocol {
         Protocol::Http1 | Protocol::Https => {
             parts.version = Version::HTTP_11;
-            parts.uri = Uri::try_from(path_and_query).map_err(|_| InvalidTarget)?;
+            parts.uri = Uri::from(path_and_query);
             let host = HeaderValue::from_str(authority).map_err(|_| InvalidTarget)?;
             parts.headers.insert(header::HOST, host);
         }
         Protocol::H2c | Protocol::H2 => {
             parts.version = Version::HTTP_2;
-            parts.uri = Uri::builder()
-                .scheme(if protocol.is_tls() { "https" } else { "http" })
-                .authority(authority)
-                .path_and_query(path_and_query)
-                .build()
-                .map_err(|_| InvalidTarget)?;
+            // The client's own :authority when it sent one (a cheap clone), else the Host.
+            let authority = match parts.uri.authority() {
+                Some(a) if a.as_str() == authority => a.clone(),
+                _ => Authority::try_from(authority).map_err(|_| InvalidTarget)?,
+            };
+            let mut uri = uri::Parts::default();
+            uri.scheme = Some(if protocol.is_tls() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            });
+            uri.authority = Some(authority);
+            uri.path_and_query = Some(path_and_query);
+            parts.uri = Uri::from_parts(uri).map_err(|_| InvalidTarget)?;
             parts.headers.remove(header::HOST);
         }
     }

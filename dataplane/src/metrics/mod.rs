@@ -2,6 +2,12 @@
 //! Per-backend handles are resolved once per pool so the request path does no label lookups
 //! beyond the response code.
 
+mod route;
+
+use std::sync::{Arc, OnceLock};
+
+pub(crate) use route::{Code, RequestMetrics, RouteCache};
+
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -50,6 +56,18 @@ pub enum PickKind {
 }
 
 impl PickKind {
+    const ALL: usize = 5;
+
+    fn index(self) -> usize {
+        match self {
+            PickKind::New => 0,
+            PickKind::Shared => 1,
+            PickKind::Proven => 2,
+            PickKind::StillConnecting => 3,
+            PickKind::Private => 4,
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             PickKind::New => "new",
@@ -77,6 +95,8 @@ pub struct ProxyMetrics {
     refused: IntCounterVec,
     picks: IntCounterVec,
     streams_per_connection: HistogramVec,
+    /// Requests the proxy answers itself before choosing a backend (route and service "").
+    pub(crate) local: Arc<RequestMetrics>,
 }
 
 fn counter(
@@ -134,7 +154,9 @@ impl ProxyMetrics {
             &["service"],
         )?;
         registry.register(Box::new(streams_per_connection.clone()))?;
+        let local = Arc::new(RequestMetrics::new(&requests, &duration, "", ""));
         Ok(Self {
+            local,
             requests,
             duration,
             attempts: counter(registry, "weir_upstream_attempts_total", "Attempts sent to backends, by outcome: `response` or the failure.", &["service", "outcome"])?,
@@ -168,7 +190,9 @@ impl ProxyMetrics {
             goaway: self.goaway.with_label_values(&[service]),
             refused: self.refused.with_label_values(&[service]),
             picks: self.picks.clone(),
+            picks_resolved: Arc::new(std::array::from_fn(|_| OnceLock::new())),
             streams_per_connection: self.streams_per_connection.with_label_values(&[service]),
+            routes: Arc::new(RouteCache::new(&self.requests, &self.duration, service)),
         }
     }
 }
@@ -190,7 +214,11 @@ pub(crate) struct BackendMetrics {
     pub(crate) goaway: IntCounter,
     pub(crate) refused: IntCounter,
     picks: IntCounterVec,
+    /// `picks` by kind, resolved on first use.
+    picks_resolved: Arc<[OnceLock<IntCounter>; PickKind::ALL]>,
     streams_per_connection: Histogram,
+    /// Request metrics of the routes using this backend.
+    pub(crate) routes: Arc<RouteCache>,
 }
 
 impl BackendMetrics {
@@ -217,8 +245,8 @@ impl BackendMetrics {
     }
 
     pub(crate) fn pick(&self, kind: PickKind) {
-        self.picks
-            .with_label_values(&[&self.service, kind.label()])
+        self.picks_resolved[kind.index()]
+            .get_or_init(|| self.picks.with_label_values(&[&self.service, kind.label()]))
             .inc();
     }
 
