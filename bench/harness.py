@@ -21,6 +21,8 @@ import threading
 import time
 import urllib.request
 
+import cluster_scale
+
 BENCH = os.path.dirname(os.path.abspath(__file__))
 TPL = os.path.join(BENCH, "templates")
 CLK = os.sysconf("SC_CLK_TCK")
@@ -278,11 +280,11 @@ def weir_generation():
 
 
 class Weir:
-    def __init__(self, ctx, name="weir", manifests=None, policy=None, port=None):
+    def __init__(self, ctx, name="weir", manifests=None, policy=None, port=None, source=None):
         self.ctx = ctx
         self.port = port or PORTS["weir"]
         self.dir = manifests or os.path.join(ctx.run, f"{name}-manifests")
-        if manifests is None:
+        if source is None and manifests is None:
             shutil.rmtree(self.dir, ignore_errors=True)
             os.makedirs(self.dir)
             render("weir/00-base.yaml", os.path.join(self.dir, "00-base.yaml"),
@@ -290,7 +292,8 @@ class Weir:
             if policy:
                 render("weir/policy.yaml", os.path.join(self.dir, "10-policy.yaml"), REUSE=policy)
         self.t0 = time.time()
-        self.p = spawn(ctx, name, [ctx.weir, "run", "--manifests", self.dir,
+        source = source or ["--manifests", self.dir]
+        self.p = spawn(ctx, name, [ctx.weir, "run", *source,
                                    "--http-listen", f"127.0.0.1:{self.port}",
                                    "--https-listen", f"127.0.0.1:{WEIR_HTTPS}",
                                    "--admin-listen", f"127.0.0.1:{WEIR_ADMIN}",
@@ -1026,7 +1029,17 @@ def report(ctx, started, finished):
         if png:
             L.append(f"\n![scenario f](results/{png})\n")
 
-    missing = [k for k in "abcdef" if k not in sc]
+    g = sc.get("g")
+    if g:
+        L.extend(cluster_scale.report(g, fmt))
+        png = chart(ctx, "scenario-g", [
+            ("time to ready", "s", [(str(r["ingresses"]), r["ready_s"]) for r in g["rows"]]),
+            ("VmRSS", "MiB", [(str(r["ingresses"]), r["rss_mib"]) for r in g["rows"]]),
+            ("propagation p99", "ms", [(str(r["ingresses"]), r["p99_ms"]) for r in g["rows"]])])
+        if png:
+            L.append(f"\n![scenario g](results/{png})\n")
+
+    missing = [k for k in "abcdefg" if k not in sc]
     if missing:
         L.append("## Not measured in this run\n")
         for k in missing:
@@ -1085,7 +1098,7 @@ def main():
     ap.add_argument("--oha")
     ap.add_argument("--run-dir")
     ap.add_argument("--out", default=os.path.join(BENCH, "results"))
-    ap.add_argument("--only", default="abcdefp", help="scenario letters to run, e.g. abc")
+    ap.add_argument("--only", default="abcdefgp", help="scenario letters to run, e.g. abc")
     ap.add_argument("--reconfigs", type=int, default=1000)
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite RESULTS.md and charts from results/raw.json without measuring")
@@ -1109,6 +1122,7 @@ def main():
     ctx.results["meta"]["skipped"] = {}
     start_backends(ctx)
     fns = {"a": scenario_a, "b": scenario_b, "c": scenario_c, "d": scenario_d, "e": scenario_e, "f": scenario_f,
+           "g": lambda ctx: cluster_scale.run(ctx, sys.modules[__name__]),
            "p": scenario_p}
     for k in args.only:
         log(f"scenario {k}")

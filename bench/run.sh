@@ -31,6 +31,9 @@ if ! [ -x "$OHA" ] || ! "$OHA" --version 2>/dev/null | grep -q "$OHA_VERSION"; t
     --root "$CACHE/bench-tools"
 fi
 
+echo "== test control plane for scenario g (scripts/controlplane/install.sh; cached after the first build)"
+bash "$ROOT/scripts/controlplane/install.sh"
+
 echo "== building weir (release)"
 (cd "$ROOT" && CARGO_TARGET_DIR="$CACHE/bench-weir" cargo build --release --bin weir)
 WEIR="$CACHE/bench-weir/release/weir"
