@@ -16,7 +16,7 @@ use crate::metrics::ProxyMetrics;
 use crate::proxy::AccessLog;
 use crate::session::Session;
 use crate::table::{BackendId, BackendKey, RouteTable};
-use crate::upstream::BackendPool;
+use crate::upstream::{BackendPool, Sweeper};
 
 /// One table plus the pool for each of its backends (same indexes as the table's backends).
 #[derive(Debug)]
@@ -36,6 +36,7 @@ impl Snapshot {
 pub struct Dataplane {
     pub(crate) current: Arc<ArcSwap<Snapshot>>,
     pools: Mutex<HashMap<BackendKey, Arc<BackendPool>>>,
+    sweeper: Arc<Sweeper>,
     pub(crate) metrics: ProxyMetrics,
     pub(crate) registry: Registry,
     pub(crate) access_log: Option<AccessLog>,
@@ -52,7 +53,7 @@ pub struct Options {
 }
 
 impl Dataplane {
-    /// Must be called inside a Tokio runtime (the access log and pool sweepers are tasks).
+    /// Must be called inside a Tokio runtime (the access log and the pool sweeper are tasks).
     pub fn new(registry: Registry, options: Options) -> prometheus::Result<Arc<Self>> {
         let metrics = ProxyMetrics::register(&registry)?;
         let access_log = if options.access_log {
@@ -67,6 +68,7 @@ impl Dataplane {
         Ok(Arc::new(Self {
             current: Arc::new(ArcSwap::from_pointee(empty)),
             pools: Mutex::new(HashMap::new()),
+            sweeper: Sweeper::start(),
             metrics,
             registry,
             access_log,
@@ -97,6 +99,7 @@ impl Dataplane {
                         backend.policy.clone(),
                         backend.tls.clone(),
                         &self.metrics,
+                        &self.sweeper,
                     )
                 });
                 pool.update(
