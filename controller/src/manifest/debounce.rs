@@ -74,7 +74,10 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_millis(18));
         let tx = writer.await.unwrap();
         drop(tx);
-        assert!(!D.next(&mut rx).await, "nothing left over, and the sender is gone");
+        assert!(
+            !D.next(&mut rx).await,
+            "nothing left over, and the sender is gone"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -93,7 +96,10 @@ mod tests {
         assert_eq!(start.elapsed(), D.max_delay);
         assert!(D.next(&mut rx).await);
         let second = start.elapsed();
-        assert!(second <= D.max_delay * 2 + Duration::from_millis(5), "{second:?}");
+        assert!(
+            second <= D.max_delay * 2 + Duration::from_millis(5),
+            "{second:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -132,7 +132,7 @@ mod tests {
         }
 
         /// The index built from scratch, as the source did before it was incremental.
-        fn from_scratch(&self) -> Index {
+        fn rebuilt(&self) -> Index {
             let mut index = Index::default();
             let mut seen = BTreeSet::new();
             for file in self.cache.files().values() {
@@ -159,9 +159,12 @@ mod tests {
         let warnings = w.merged.shadowed(w.cache.files());
         assert_eq!(warnings.len(), 1);
         let text = warnings[0].to_string();
-        assert!(text.contains("2.yaml (document 1): Service ns/a: defined again; the definition at"), "{text}");
+        assert!(
+            text.contains("2.yaml (document 1): Service ns/a: defined again; the definition at"),
+            "{text}"
+        );
         assert!(text.ends_with("1.yaml (document 1) is used"), "{text}");
-        assert_eq!(w.merged.index, w.from_scratch());
+        assert_eq!(w.merged.index, w.rebuilt());
 
         // The winner goes: the shadowed definition takes over, with no warning left.
         w.set(&[("1.yaml", None)]);
@@ -172,7 +175,7 @@ mod tests {
         w.set(&[("2.yaml", Some(""))]);
         assert_eq!(port(&w.merged, "a"), None);
         assert_eq!(port(&w.merged, "b"), Some(3));
-        assert_eq!(w.merged.index, w.from_scratch());
+        assert_eq!(w.merged.index, w.rebuilt());
     }
 
     #[test]
@@ -181,10 +184,10 @@ mod tests {
         let all: String = (0..20).map(|i| service(&format!("s{i}"), 80)).collect();
         let half: String = (10..30).map(|i| service(&format!("s{i}"), 81)).collect();
         w.set(&[("a.yaml", Some(&all)), ("b.yaml", Some(&half))]);
-        assert_eq!(w.merged.index, w.from_scratch());
+        assert_eq!(w.merged.index, w.rebuilt());
         assert_eq!(w.merged.shadowed(w.cache.files()).len(), 10);
         w.set(&[("a.yaml", Some(&service("s15", 99)))]);
-        assert_eq!(w.merged.index, w.from_scratch());
+        assert_eq!(w.merged.index, w.rebuilt());
         assert_eq!(port(&w.merged, "s15"), Some(99));
         assert_eq!(port(&w.merged, "s12"), Some(81));
         assert_eq!(port(&w.merged, "s3"), None);
