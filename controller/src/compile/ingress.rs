@@ -10,19 +10,26 @@ use crate::object::{Kind, ObjectKey, ObjectRef};
 
 /// Collects the diagnostics of one Ingress, each naming it and its origin.
 struct Reporter<'a> {
-    object: ObjectRef,
+    key: &'a ObjectKey,
     entry: &'a Entry<Ingress>,
     out: Vec<Diagnostic>,
 }
 
 impl Reporter<'_> {
+    fn object(&self) -> Option<ObjectRef> {
+        Some(ObjectRef {
+            kind: Kind::Ingress,
+            key: self.key.clone(),
+        })
+    }
+
     fn error(&mut self, field: String, message: impl Into<String>) {
-        let d = Diagnostic::error(Some(self.object.clone()), Some(field), message);
+        let d = Diagnostic::error(self.object(), Some(field), message);
         self.out.push(d.at(self.entry.origin.clone()));
     }
 
     fn warning(&mut self, field: String, message: impl Into<String>) {
-        let d = Diagnostic::warning(Some(self.object.clone()), Some(field), message);
+        let d = Diagnostic::warning(self.object(), Some(field), message);
         self.out.push(d.at(self.entry.origin.clone()));
     }
 }
@@ -103,12 +110,8 @@ fn resolve_backend(
 }
 
 pub(super) fn compile_ingress(ctx: &mut Context<'_>, key: &ObjectKey, entry: &Entry<Ingress>) {
-    let object = ObjectRef {
-        kind: Kind::Ingress,
-        key: key.clone(),
-    };
     let mut report = Reporter {
-        object,
+        key,
         entry,
         out: Vec::new(),
     };
