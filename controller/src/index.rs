@@ -2,18 +2,19 @@
 //! `compile` reads it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use crate::crd::BackendPolicy;
-use crate::object::{Kind, Object, ObjectKey, Origin};
+use crate::object::{Kind, Object, ObjectKey, ObjectRef, Origin};
 
-/// An object and where it came from.
+/// An object and where it came from. The object is shared with the source that read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry<T> {
-    pub object: T,
+    pub object: Arc<T>,
     pub origin: Option<Origin>,
 }
 
@@ -35,19 +36,19 @@ impl Index {
         fn put<T>(
             map: &mut BTreeMap<ObjectKey, Entry<T>>,
             key: ObjectKey,
-            object: T,
+            object: Arc<T>,
             origin: Option<Origin>,
         ) {
             map.insert(key, Entry { object, origin });
         }
         match object {
-            Object::Ingress(o) => put(&mut self.ingresses, key, *o, origin),
-            Object::IngressClass(o) => put(&mut self.ingress_classes, key, *o, origin),
-            Object::Service(o) => put(&mut self.services, key, *o, origin),
-            Object::EndpointSlice(o) => put(&mut self.endpoint_slices, key, *o, origin),
-            Object::Secret(o) => put(&mut self.secrets, key, *o, origin),
-            Object::ConfigMap(o) => put(&mut self.config_maps, key, *o, origin),
-            Object::BackendPolicy(o) => put(&mut self.backend_policies, key, *o, origin),
+            Object::Ingress(o) => put(&mut self.ingresses, key, o, origin),
+            Object::IngressClass(o) => put(&mut self.ingress_classes, key, o, origin),
+            Object::Service(o) => put(&mut self.services, key, o, origin),
+            Object::EndpointSlice(o) => put(&mut self.endpoint_slices, key, o, origin),
+            Object::Secret(o) => put(&mut self.secrets, key, o, origin),
+            Object::ConfigMap(o) => put(&mut self.config_maps, key, o, origin),
+            Object::BackendPolicy(o) => put(&mut self.backend_policies, key, o, origin),
         }
     }
 
@@ -61,6 +62,20 @@ impl Index {
             Kind::Secret => self.secrets.remove(key).is_some(),
             Kind::ConfigMap => self.config_maps.remove(key).is_some(),
             Kind::BackendPolicy => self.backend_policies.remove(key).is_some(),
+        }
+    }
+
+    /// Where the object was read from, if it is here and its source said.
+    pub fn origin(&self, object: &ObjectRef) -> Option<&Origin> {
+        let key = &object.key;
+        match object.kind {
+            Kind::Ingress => self.ingresses.get(key)?.origin.as_ref(),
+            Kind::IngressClass => self.ingress_classes.get(key)?.origin.as_ref(),
+            Kind::Service => self.services.get(key)?.origin.as_ref(),
+            Kind::EndpointSlice => self.endpoint_slices.get(key)?.origin.as_ref(),
+            Kind::Secret => self.secrets.get(key)?.origin.as_ref(),
+            Kind::ConfigMap => self.config_maps.get(key)?.origin.as_ref(),
+            Kind::BackendPolicy => self.backend_policies.get(key)?.origin.as_ref(),
         }
     }
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -107,16 +108,18 @@ impl fmt::Display for Origin {
     }
 }
 
-/// One object of a kind weir reads.
+/// One object of a kind weir reads. Shared, not copied: the manifest source's file cache and
+/// the index hold the same object, and cloning an `Object` (or an [`Index`](crate::Index)) is
+/// cheap.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
-    Ingress(Box<Ingress>),
-    IngressClass(Box<IngressClass>),
-    Service(Box<Service>),
-    EndpointSlice(Box<EndpointSlice>),
-    Secret(Box<Secret>),
-    ConfigMap(Box<ConfigMap>),
-    BackendPolicy(Box<BackendPolicy>),
+    Ingress(Arc<Ingress>),
+    IngressClass(Arc<IngressClass>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Secret(Arc<Secret>),
+    ConfigMap(Arc<ConfigMap>),
+    BackendPolicy(Arc<BackendPolicy>),
 }
 
 impl Object {
@@ -144,15 +147,16 @@ impl Object {
         }
     }
 
+    /// Copies the object first if it is shared.
     pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
         match self {
-            Object::Ingress(o) => &mut o.metadata,
-            Object::IngressClass(o) => &mut o.metadata,
-            Object::Service(o) => &mut o.metadata,
-            Object::EndpointSlice(o) => &mut o.metadata,
-            Object::Secret(o) => &mut o.metadata,
-            Object::ConfigMap(o) => &mut o.metadata,
-            Object::BackendPolicy(o) => &mut o.metadata,
+            Object::Ingress(o) => &mut Arc::make_mut(o).metadata,
+            Object::IngressClass(o) => &mut Arc::make_mut(o).metadata,
+            Object::Service(o) => &mut Arc::make_mut(o).metadata,
+            Object::EndpointSlice(o) => &mut Arc::make_mut(o).metadata,
+            Object::Secret(o) => &mut Arc::make_mut(o).metadata,
+            Object::ConfigMap(o) => &mut Arc::make_mut(o).metadata,
+            Object::BackendPolicy(o) => &mut Arc::make_mut(o).metadata,
         }
     }
 

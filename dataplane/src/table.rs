@@ -369,6 +369,13 @@ impl RouteTable {
 
     /// Compares everything but the generation and key material identity.
     pub fn same_config(&self, other: &RouteTable) -> bool {
+        // Cheap differences first: most changes add or remove something.
+        if self.backends.len() != other.backends.len()
+            || self.exact_hosts.len() != other.exact_hosts.len()
+            || self.route_count() != other.route_count()
+        {
+            return false;
+        }
         self.exact_hosts == other.exact_hosts
             && self.wildcard_hosts == other.wildcard_hosts
             && self.any_host == other.any_host
@@ -423,6 +430,16 @@ pub struct Conflict {
 impl RouteTableBuilder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A builder with room for about `backends` backends and `hosts` exact hosts, so a large
+    /// table is not rehashed and copied as it grows.
+    pub fn with_capacity(backends: usize, hosts: usize) -> Self {
+        let mut b = Self::default();
+        b.table.backends.reserve(backends);
+        b.backend_ids.reserve(backends);
+        b.table.exact_hosts.reserve(hosts);
+        b
     }
 
     /// Adds a backend, or returns the id of the identical one already added.

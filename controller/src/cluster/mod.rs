@@ -1,5 +1,6 @@
 //! The Kubernetes source: watches feed the same index and the same pure `compile()` as the
-//! manifest source; bursts of events are coalesced; the elected leader writes status.
+//! manifest source (compiled on a blocking thread, off the workers that serve traffic); bursts of
+//! events are coalesced; the elected leader writes status.
 
 mod leader;
 mod metrics;
@@ -184,7 +185,19 @@ pub async fn run(
             (state.index.clone(), state.pending_since.take(), unreadable)
         };
         let started = Instant::now();
-        let compiled = compile(&index, &options.compile);
+        // Off the runtime workers: they serve traffic, and a large index takes a while.
+        let compile_options = options.compile.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let compiled = compile(&index, &compile_options);
+            (index, compiled)
+        });
+        let (index, compiled) = match job.await {
+            Ok(done) => done,
+            Err(error) => {
+                tracing::error!(%error, "compile failed; the last table keeps serving");
+                continue;
+            }
+        };
         metrics
             .compile_duration
             .observe(started.elapsed().as_secs_f64());

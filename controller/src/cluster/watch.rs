@@ -133,28 +133,28 @@ pub(super) async fn run<K>(
 pub(super) fn ingress(
     o: k8s_openapi::api::networking::v1::Ingress,
 ) -> Result<Object, Box<Diagnostic>> {
-    Ok(Object::Ingress(Box::new(o)))
+    Ok(Object::Ingress(Arc::new(o)))
 }
 pub(super) fn ingress_class(
     o: k8s_openapi::api::networking::v1::IngressClass,
 ) -> Result<Object, Box<Diagnostic>> {
-    Ok(Object::IngressClass(Box::new(o)))
+    Ok(Object::IngressClass(Arc::new(o)))
 }
 pub(super) fn service(o: k8s_openapi::api::core::v1::Service) -> Result<Object, Box<Diagnostic>> {
-    Ok(Object::Service(Box::new(o)))
+    Ok(Object::Service(Arc::new(o)))
 }
 pub(super) fn endpoint_slice(
     o: k8s_openapi::api::discovery::v1::EndpointSlice,
 ) -> Result<Object, Box<Diagnostic>> {
-    Ok(Object::EndpointSlice(Box::new(o)))
+    Ok(Object::EndpointSlice(Arc::new(o)))
 }
 pub(super) fn config_map(
     o: k8s_openapi::api::core::v1::ConfigMap,
 ) -> Result<Object, Box<Diagnostic>> {
-    Ok(Object::ConfigMap(Box::new(o)))
+    Ok(Object::ConfigMap(Arc::new(o)))
 }
 pub(super) fn secret(o: k8s_openapi::api::core::v1::Secret) -> Result<Object, Box<Diagnostic>> {
-    Ok(Object::Secret(Box::new(o)))
+    Ok(Object::Secret(Arc::new(o)))
 }
 
 /// BackendPolicies are watched untyped: one that does not deserialize (say, written before a
@@ -167,7 +167,7 @@ pub(super) fn backend_policy(o: DynamicObject) -> Result<Object, Box<Diagnostic>
     let value = serde_json::to_value(&o)
         .map_err(|e| Box::new(Diagnostic::error(Some(object.clone()), None, e.to_string())))?;
     serde_path_to_error::deserialize::<_, BackendPolicy>(value)
-        .map(|p| Object::BackendPolicy(Box::new(p)))
+        .map(|p| Object::BackendPolicy(Arc::new(p)))
         .map_err(|e| {
             let field = e.path().to_string();
             Box::new(Diagnostic::error(

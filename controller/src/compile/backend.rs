@@ -87,15 +87,15 @@ pub(super) fn resolve(
     let Some(svc) = index.services.get(&svc_key) else {
         return unavailable(ctx, key, format!("service {svc_key} not found"));
     };
-    let spec = svc.object.spec.clone().unwrap_or_default();
-    if spec.type_.as_deref() == Some("ExternalName") {
+    let spec = svc.object.spec.as_ref();
+    if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
         return unavailable(
             ctx,
             key,
             format!("service {svc_key} is of type ExternalName, which is not supported"),
         );
     }
-    let ports = spec.ports.unwrap_or_default();
+    let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
     let found: Option<&ServicePort> = ports.iter().find(|p| match (&port.name, port.number) {
         (Some(name), _) => p.name.as_deref() == Some(name.as_str()),
         (None, Some(n)) => p.port == n,
@@ -234,10 +234,11 @@ fn ready_endpoints(slices: &[&EndpointSlice], svc_port: &ServicePort) -> Vec<Soc
             continue;
         };
         for endpoint in &slice.endpoints {
-            let conditions = endpoint.conditions.clone().unwrap_or_default();
             // A nil `ready` means ready; terminating endpoints get no new requests.
-            if conditions.ready == Some(false) || conditions.terminating == Some(true) {
-                continue;
+            if let Some(c) = &endpoint.conditions {
+                if c.ready == Some(false) || c.terminating == Some(true) {
+                    continue;
+                }
             }
             for address in &endpoint.addresses {
                 if let Ok(ip) = address.parse::<IpAddr>() {

@@ -10,19 +10,26 @@ use crate::object::{Kind, ObjectKey, ObjectRef};
 
 /// Collects the diagnostics of one Ingress, each naming it and its origin.
 struct Reporter<'a> {
-    object: ObjectRef,
+    key: &'a ObjectKey,
     entry: &'a Entry<Ingress>,
     out: Vec<Diagnostic>,
 }
 
 impl Reporter<'_> {
+    fn object(&self) -> Option<ObjectRef> {
+        Some(ObjectRef {
+            kind: Kind::Ingress,
+            key: self.key.clone(),
+        })
+    }
+
     fn error(&mut self, field: String, message: impl Into<String>) {
-        let d = Diagnostic::error(Some(self.object.clone()), Some(field), message);
+        let d = Diagnostic::error(self.object(), Some(field), message);
         self.out.push(d.at(self.entry.origin.clone()));
     }
 
     fn warning(&mut self, field: String, message: impl Into<String>) {
-        let d = Diagnostic::warning(Some(self.object.clone()), Some(field), message);
+        let d = Diagnostic::warning(self.object(), Some(field), message);
         self.out.push(d.at(self.entry.origin.clone()));
     }
 }
@@ -73,41 +80,38 @@ fn cross_namespace(ingress: &Ingress) -> Option<(String, String)> {
     })
 }
 
+/// `field` names the backend in diagnostics; it is only built when there is one.
 fn resolve_backend(
     ctx: &mut Context<'_>,
     report: &mut Reporter<'_>,
     namespace: &str,
     backend: &IngressBackend,
-    field: &str,
+    field: impl Fn() -> String,
 ) -> Option<BackendId> {
     let Some(service) = &backend.service else {
         report.error(
-            field.to_string(),
+            field(),
             "only service backends are supported (resource backends are not)",
         );
         return None;
     };
     let Some(port) = &service.port else {
         report.error(
-            format!("{field}.service.port"),
+            format!("{}.service.port", field()),
             "a service port (number or name) is required",
         );
         return None;
     };
     let resolved = backend::resolve(ctx, namespace, &service.name, port);
     if let Some(problem) = resolved.problem {
-        report.error(format!("{field}.service"), problem);
+        report.error(format!("{}.service", field()), problem);
     }
     Some(ctx.builder.backend(resolved.backend))
 }
 
 pub(super) fn compile_ingress(ctx: &mut Context<'_>, key: &ObjectKey, entry: &Entry<Ingress>) {
-    let object = ObjectRef {
-        kind: Kind::Ingress,
-        key: key.clone(),
-    };
     let mut report = Reporter {
-        object,
+        key,
         entry,
         out: Vec::new(),
     };
@@ -127,13 +131,9 @@ pub(super) fn compile_ingress(ctx: &mut Context<'_>, key: &ObjectKey, entry: &En
     };
 
     if let Some(default) = &spec.default_backend {
-        if let Some(id) = resolve_backend(
-            ctx,
-            &mut report,
-            &key.namespace,
-            default,
-            "spec.defaultBackend",
-        ) {
+        if let Some(id) = resolve_backend(ctx, &mut report, &key.namespace, default, || {
+            "spec.defaultBackend".to_string()
+        }) {
             if let Err(conflict) = ctx.builder.default_backend(&name, id) {
                 report.warning("spec.defaultBackend".into(), format!("ignored: {conflict}"));
             }
@@ -152,11 +152,11 @@ pub(super) fn compile_ingress(ctx: &mut Context<'_>, key: &ObjectKey, entry: &En
             },
         };
         for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
-            let field = format!("spec.rules[{r}].http.paths[{p}]");
+            let field = || format!("spec.rules[{r}].http.paths[{p}]");
             let value = path.path.as_deref().unwrap_or("/");
             if !value.starts_with('/') {
                 report.error(
-                    format!("{field}.path"),
+                    format!("{}.path", field()),
                     format!("{value:?} must start with \"/\""),
                 );
                 continue;
@@ -167,24 +167,19 @@ pub(super) fn compile_ingress(ctx: &mut Context<'_>, key: &ObjectKey, entry: &En
                 "Prefix" | "ImplementationSpecific" => PathMatch::prefix(value),
                 other => {
                     report.error(
-                        format!("{field}.pathType"),
+                        format!("{}.pathType", field()),
                         format!("{other:?} is not one of Exact, Prefix, ImplementationSpecific"),
                     );
                     continue;
                 }
             };
-            let backend_field = format!("{field}.backend");
-            let Some(id) = resolve_backend(
-                ctx,
-                &mut report,
-                &key.namespace,
-                &path.backend,
-                &backend_field,
-            ) else {
+            let Some(id) = resolve_backend(ctx, &mut report, &key.namespace, &path.backend, || {
+                format!("{}.backend", field())
+            }) else {
                 continue;
             };
             if let Err(conflict) = ctx.builder.route(&host, matcher, &name, id) {
-                report.warning(field, format!("ignored: {conflict}"));
+                report.warning(field(), format!("ignored: {conflict}"));
             }
         }
     }

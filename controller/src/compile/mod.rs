@@ -63,6 +63,8 @@ pub struct Compiled {
 pub fn compile(index: &Index, options: &CompileOptions) -> Compiled {
     let mut diagnostics = Vec::new();
     let policies = policy::Policies::new(index, &options.default_policy, &mut diagnostics);
+    // Most Ingresses have one host and one backend of their own.
+    let size = index.ingresses.len();
     let mut ctx = Context {
         index,
         slices: backend::SlicesByService::new(index),
@@ -70,7 +72,7 @@ pub fn compile(index: &Index, options: &CompileOptions) -> Compiled {
         policies,
         default_policy: std::sync::Arc::new(options.default_policy.clone()),
         system_roots: options.system_roots.clone(),
-        builder: RouteTableBuilder::new(),
+        builder: RouteTableBuilder::with_capacity(size, size),
         diagnostics,
     };
     let classes = class::Classes::new(index, options);

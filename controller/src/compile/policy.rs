@@ -50,8 +50,8 @@ pub(super) struct ForBackend {
 
 /// Accepted policies by the Service and port name they target.
 pub(super) struct Policies {
-    /// (namespace/service, sectionName) → policy; `None` section: every port.
-    by_target: HashMap<(ObjectKey, Option<String>), Applied>,
+    /// namespace/service → (sectionName → policy); `None` section: every port.
+    by_target: HashMap<ObjectKey, HashMap<Option<String>, Applied>>,
     pub(super) status: BTreeMap<ObjectKey, PolicyStatus>,
 }
 
@@ -349,8 +349,8 @@ impl Policies {
                         }
                     }
                 }
-                let slot = (svc_key.clone(), target.section_name.clone());
-                if let Some(winner) = policies.by_target.get(&slot) {
+                let slots = policies.by_target.entry(svc_key.clone()).or_default();
+                if let Some(winner) = slots.get(&target.section_name) {
                     let message = format!(
                         "service {svc_key}{} is already targeted by BackendPolicy {}; this target is ignored",
                         target.section_name.as_ref().map(|s| format!(" port {s:?}")).unwrap_or_default(),
@@ -364,8 +364,8 @@ impl Policies {
                     status.accepted = Err(message);
                     continue;
                 }
-                policies.by_target.insert(
-                    slot,
+                slots.insert(
+                    target.section_name.clone(),
                     Applied {
                         policy: converted.clone(),
                         protocol,
@@ -393,14 +393,16 @@ impl Policies {
         service: &ObjectKey,
         port_name: Option<&str>,
     ) -> Option<ForBackend> {
-        let specific =
-            port_name.and_then(|p| self.by_target.get(&(service.clone(), Some(p.to_string()))));
-        specific
-            .or_else(|| self.by_target.get(&(service.clone(), None)))
-            .map(|a| ForBackend {
-                policy: a.policy.clone(),
-                protocol: a.protocol,
-                tls: a.tls.clone(),
-            })
+        let slots = self.by_target.get(service)?;
+        let specific = port_name.and_then(|p| {
+            slots
+                .iter()
+                .find_map(|(s, a)| (s.as_deref() == Some(p)).then_some(a))
+        });
+        specific.or_else(|| slots.get(&None)).map(|a| ForBackend {
+            policy: a.policy.clone(),
+            protocol: a.protocol,
+            tls: a.tls.clone(),
+        })
     }
 }

@@ -1,5 +1,8 @@
 //! The manifest source: Kubernetes YAML files served without a cluster, watched for changes.
 
+mod debounce;
+mod files;
+mod merge;
 mod parse;
 mod source;
 

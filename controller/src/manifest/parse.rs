@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -140,9 +141,9 @@ fn insert(out: &mut FileParse, object_ref: ObjectRef, object: Object, origin: &O
     out.objects.insert(object_ref, (object, origin.clone()));
 }
 
-fn de<T: DeserializeOwned>(value: Value) -> Result<Box<T>, (String, String)> {
+fn de<T: DeserializeOwned>(value: Value) -> Result<Arc<T>, (String, String)> {
     serde_path_to_error::deserialize(value)
-        .map(Box::new)
+        .map(Arc::new)
         .map_err(|e| {
             (
                 e.path().to_string().trim_start_matches('.').to_string(),

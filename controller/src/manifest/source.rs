@@ -1,7 +1,10 @@
 //! Reads manifest files and directories, builds the index, compiles and publishes; then watches
 //! the paths and applies every change in place.
+//!
+//! An apply reads and parses only the files that changed and updates the index with their
+//! objects; the compile and publish that follow are whole. It runs on a blocking thread, never
+//! on a runtime worker, so traffic is served while a large configuration compiles.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -9,15 +12,15 @@ use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::parse::{parse, FileObjects};
+use super::debounce::Debounce;
+use super::files::FileCache;
+use super::merge::Merged;
 use crate::compile::{compile, CompileOptions};
 use crate::diagnostic::Diagnostic;
-use crate::index::Index;
-use crate::object::{ObjectRef, Origin};
 use crate::publish::Publisher;
 
-/// Changes that arrive within this window are applied together.
-const DEBOUNCE: Duration = Duration::from_millis(100);
+/// A burst of file events ends after this long without one (writing a file makes several)...
+const QUIET: Duration = Duration::from_millis(10);
 /// ...but a steady stream of changes never delays an apply longer than this.
 const MAX_DELAY: Duration = Duration::from_millis(500);
 
@@ -30,13 +33,19 @@ pub enum SourceError {
     },
     #[error("cannot watch {}: {error}", path.display())]
     Watch { path: PathBuf, error: notify::Error },
+    #[error("applying manifest changes failed: {0}")]
+    Apply(#[from] tokio::task::JoinError),
 }
 
 pub struct ManifestSource {
     paths: Vec<PathBuf>,
     options: CompileOptions,
     /// What each file held at its last good read.
-    files: BTreeMap<PathBuf, FileObjects>,
+    files: FileCache,
+    /// The index of all files' objects.
+    merged: Merged,
+    /// Whether a table was compiled yet (an empty configuration is published too).
+    compiled: bool,
     publisher: Publisher,
 }
 
@@ -97,7 +106,9 @@ impl ManifestSource {
         Ok(Self {
             paths,
             options,
-            files: BTreeMap::new(),
+            files: FileCache::default(),
+            merged: Merged::default(),
+            compiled: false,
             publisher,
         })
     }
@@ -121,62 +132,60 @@ impl ManifestSource {
         files
     }
 
-    /// Reads every file, compiles and publishes. A file that cannot be read or parsed keeps the
-    /// objects of its last good read; a file that is gone takes its objects with it.
+    /// Reads the files that changed, compiles and publishes; returns whether a new table was
+    /// published. A file that cannot be read or parsed keeps the objects of its last good read;
+    /// a file that is gone takes its objects with it. Diagnostics of every file are logged and
+    /// counted with each compile.
     pub fn reload(&mut self) -> bool {
         let started = Instant::now();
         let mut diagnostics = Vec::new();
-        let mut files = BTreeMap::new();
-        for path in self.discover(&mut diagnostics) {
-            let previous = self.files.get(&path);
-            let objects = match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    let parsed = parse(&path, &text, previous);
-                    diagnostics.extend(parsed.diagnostics);
-                    parsed.objects
-                }
-                Err(e) => {
-                    diagnostics.push(Diagnostic::error(
-                        None,
-                        None,
-                        format!("cannot read {}: {e}", path.display()),
-                    ));
-                    previous.cloned().unwrap_or_default()
-                }
-            };
-            files.insert(path, objects);
+        let paths = self.discover(&mut diagnostics);
+        let refresh = self.files.refresh(&paths);
+        if refresh.changed.is_empty() && !refresh.read && self.compiled {
+            tracing::debug!("no manifest changed");
+            return false;
         }
-        self.files = files;
-
-        let mut index = Index::default();
-        let mut seen: BTreeMap<&ObjectRef, &Origin> = BTreeMap::new();
-        for objects in self.files.values() {
-            for (object_ref, (object, origin)) in objects {
-                if let Some(first) = seen.get(object_ref) {
-                    // The first file (in path order) wins.
-                    let message = format!("defined again; the definition at {first} is used");
-                    diagnostics.push(
-                        Diagnostic::warning(Some(object_ref.clone()), None, message)
-                            .at(Some(origin.clone())),
-                    );
-                    continue;
-                }
-                seen.insert(object_ref, origin);
-                index.apply(object.clone(), Some(origin.clone()));
-            }
+        for (path, previous) in &refresh.changed {
+            self.merged.update(self.files.files(), path, previous);
         }
+        for file in self.files.files().values() {
+            diagnostics.extend(file.diagnostics.iter().cloned());
+        }
+        diagnostics.extend(self.merged.shadowed(self.files.files()));
         for d in &diagnostics {
             d.log();
         }
         let parse_errors = diagnostics.iter().filter(|d| d.is_error()).count();
         self.publisher.metrics().count_errors("parse", parse_errors);
-        let compiled = compile(&index, &self.options);
-        tracing::debug!(objects = index.len(), "manifests compiled");
+        if refresh.changed.is_empty() && self.compiled {
+            tracing::debug!("manifests read again; no object changed");
+            return false;
+        }
+        let index = &self.merged.index;
+        let compile_started = Instant::now();
+        let compiled = compile(index, &self.options);
+        self.compiled = true;
+        tracing::debug!(
+            objects = index.len(),
+            files_changed = refresh.changed.len(),
+            read_ms = (compile_started - started).as_secs_f64() * 1e3,
+            compile_ms = compile_started.elapsed().as_secs_f64() * 1e3,
+            "manifests compiled"
+        );
         self.publisher.publish(compiled, started)
     }
 
+    /// Applies the changes on a blocking thread and hands the source back.
+    async fn reload_off_runtime(mut self) -> Result<Self, SourceError> {
+        Ok(tokio::task::spawn_blocking(move || {
+            self.reload();
+            self
+        })
+        .await?)
+    }
+
     /// Loads once, then applies every change to the watched paths until the process ends.
-    pub async fn run(mut self) -> Result<(), SourceError> {
+    pub async fn run(self) -> Result<(), SourceError> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -215,19 +224,13 @@ impl ManifestSource {
                     error,
                 })?;
         }
-        self.reload();
-        while rx.recv().await.is_some() {
-            let deadline = tokio::time::Instant::now() + MAX_DELAY;
-            loop {
-                let wait =
-                    DEBOUNCE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-                match tokio::time::timeout(wait, rx.recv()).await {
-                    Ok(Some(())) if tokio::time::Instant::now() < deadline => continue,
-                    Ok(None) => return Ok(()),
-                    _ => break,
-                }
-            }
-            self.reload();
+        let debounce = Debounce {
+            quiet: QUIET,
+            max_delay: MAX_DELAY,
+        };
+        let mut source = self.reload_off_runtime().await?;
+        while debounce.next(&mut rx).await {
+            source = source.reload_off_runtime().await?;
         }
         Ok(())
     }

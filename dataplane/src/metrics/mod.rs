@@ -1,10 +1,10 @@
 //! Dataplane metrics, registered on a registry the caller owns (never the default registry).
-//! Per-backend handles are resolved once per pool so the request path does no label lookups
-//! beyond the response code.
-
-mod route;
+//! Per-backend handles are resolved once per pool (on first use) so the request path does no
+//! label lookups beyond the response code.
 
 use std::sync::{Arc, OnceLock};
+
+mod route;
 
 pub(crate) use route::{Code, RequestMetrics, RouteCache};
 
@@ -172,90 +172,131 @@ impl ProxyMetrics {
         })
     }
 
-    /// Handles for one backend, resolved once.
+    /// Handles for one backend. Its series join the registry when first used: a backend that
+    /// never carries traffic adds nothing to a scrape (10,000 idle backends would otherwise be
+    /// 200,000 lines).
     pub(crate) fn backend(&self, service: &str) -> BackendMetrics {
-        let gauge = |phase: &str| self.connections.with_label_values(&[service, phase]);
-        BackendMetrics {
+        let label: Arc<str> = Arc::from(service);
+        let lazy = |vec: &IntCounterVec| LazyCounter {
+            vec: vec.clone(),
+            service: label.clone(),
+            cell: OnceLock::new(),
+        };
+        BackendMetrics(Arc::new(BackendSeries {
             service: service.to_string(),
-            attempts_ok: self.attempts.with_label_values(&[service, "response"]),
-            attempts: self.attempts.clone(),
-            retries: self.retries.clone(),
-            retries_skipped: self.retries_skipped.clone(),
-            connecting: gauge("connecting"),
-            handshaking: gauge("handshaking"),
-            ready: gauge("ready"),
-            draining: gauge("draining"),
-            opened: self.opened.with_label_values(&[service]),
-            closed: self.closed.clone(),
-            goaway: self.goaway.with_label_values(&[service]),
-            refused: self.refused.with_label_values(&[service]),
-            picks: self.picks.clone(),
-            picks_resolved: Arc::new(std::array::from_fn(|_| OnceLock::new())),
-            streams_per_connection: self.streams_per_connection.with_label_values(&[service]),
-            routes: Arc::new(RouteCache::new(&self.requests, &self.duration, service)),
-        }
+            opened: lazy(&self.opened),
+            goaway: lazy(&self.goaway),
+            refused: lazy(&self.refused),
+            vecs: self.clone(),
+            attempts_ok: OnceLock::new(),
+            states: OnceLock::new(),
+            streams_per_connection: OnceLock::new(),
+            picks: std::array::from_fn(|_| OnceLock::new()),
+            routes: RouteCache::new(&self.requests, &self.duration, service),
+        }))
     }
 }
 
-/// Metric handles of one backend.
-#[derive(Clone, Debug)]
-pub(crate) struct BackendMetrics {
-    pub(crate) service: String,
-    attempts_ok: IntCounter,
-    attempts: IntCounterVec,
-    retries: IntCounterVec,
-    retries_skipped: IntCounterVec,
-    connecting: IntGauge,
-    handshaking: IntGauge,
-    ready: IntGauge,
-    draining: IntGauge,
-    pub(crate) opened: IntCounter,
-    closed: IntCounterVec,
-    pub(crate) goaway: IntCounter,
-    pub(crate) refused: IntCounter,
-    picks: IntCounterVec,
-    /// `picks` by kind, resolved on first use.
-    picks_resolved: Arc<[OnceLock<IntCounter>; PickKind::ALL]>,
-    streams_per_connection: Histogram,
-    /// Request metrics of the routes using this backend.
-    pub(crate) routes: Arc<RouteCache>,
+/// A per-backend counter, registered on first use.
+#[derive(Debug)]
+pub(crate) struct LazyCounter {
+    vec: IntCounterVec,
+    service: Arc<str>,
+    cell: OnceLock<IntCounter>,
 }
 
-impl BackendMetrics {
+impl LazyCounter {
+    pub(crate) fn inc(&self) {
+        self.cell
+            .get_or_init(|| self.vec.with_label_values(&[&*self.service]))
+            .inc();
+    }
+}
+
+/// Metric handles of one backend; clones share them.
+#[derive(Clone, Debug)]
+pub(crate) struct BackendMetrics(Arc<BackendSeries>);
+
+impl std::ops::Deref for BackendMetrics {
+    type Target = BackendSeries;
+
+    fn deref(&self) -> &BackendSeries {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct BackendSeries {
+    pub(crate) service: String,
+    pub(crate) opened: LazyCounter,
+    pub(crate) goaway: LazyCounter,
+    pub(crate) refused: LazyCounter,
+    vecs: ProxyMetrics,
+    attempts_ok: OnceLock<IntCounter>,
+    /// Connections by state: connecting, handshaking, ready, draining.
+    states: OnceLock<[IntGauge; 4]>,
+    streams_per_connection: OnceLock<Histogram>,
+    /// `weir_upstream_pool_picks_total` by kind.
+    picks: [OnceLock<IntCounter>; PickKind::ALL],
+    /// Request metrics of the routes using this backend.
+    pub(crate) routes: RouteCache,
+}
+
+impl BackendSeries {
     pub(crate) fn attempt_ok(&self) {
-        self.attempts_ok.inc();
+        self.attempts_ok
+            .get_or_init(|| {
+                self.vecs
+                    .attempts
+                    .with_label_values(&[&self.service, "response"])
+            })
+            .inc();
     }
 
     pub(crate) fn attempt_failed(&self, failure: Failure) {
-        self.attempts
+        self.vecs
+            .attempts
             .with_label_values(&[&self.service, failure.label()])
             .inc();
     }
 
     pub(crate) fn retry(&self, reason: &str) {
-        self.retries
+        self.vecs
+            .retries
             .with_label_values(&[&self.service, reason])
             .inc();
     }
 
     pub(crate) fn retry_skipped(&self, reason: SkipReason) {
-        self.retries_skipped
+        self.vecs
+            .retries_skipped
             .with_label_values(&[&self.service, reason.label()])
             .inc();
     }
 
     pub(crate) fn pick(&self, kind: PickKind) {
-        self.picks_resolved[kind.index()]
-            .get_or_init(|| self.picks.with_label_values(&[&self.service, kind.label()]))
+        self.picks[kind.index()]
+            .get_or_init(|| {
+                self.vecs
+                    .picks
+                    .with_label_values(&[&self.service, kind.label()])
+            })
             .inc();
     }
 
     fn gauge(&self, phase: Phase) -> Option<&IntGauge> {
+        let states = self.states.get_or_init(|| {
+            ["connecting", "handshaking", "ready", "draining"].map(|state| {
+                self.vecs
+                    .connections
+                    .with_label_values(&[&self.service, state])
+            })
+        });
         match phase {
-            Phase::Connecting => Some(&self.connecting),
-            Phase::Handshaking => Some(&self.handshaking),
-            Phase::Ready => Some(&self.ready),
-            Phase::Draining => Some(&self.draining),
+            Phase::Connecting => Some(&states[0]),
+            Phase::Handshaking => Some(&states[1]),
+            Phase::Ready => Some(&states[2]),
+            Phase::Draining => Some(&states[3]),
             Phase::Closed => None,
         }
     }
@@ -271,9 +312,16 @@ impl BackendMetrics {
     }
 
     pub(crate) fn closed(&self, reason: &str, streams: u64) {
-        self.closed
+        self.vecs
+            .closed
             .with_label_values(&[&self.service, reason])
             .inc();
-        self.streams_per_connection.observe(streams as f64);
+        self.streams_per_connection
+            .get_or_init(|| {
+                self.vecs
+                    .streams_per_connection
+                    .with_label_values(&[&self.service])
+            })
+            .observe(streams as f64);
     }
 }
