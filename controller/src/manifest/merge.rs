@@ -42,11 +42,15 @@ impl Merged {
             if now.contains_key(object) {
                 definers.insert(path.to_path_buf());
             }
-            let winner = definers.pop_first();
-            let found = winner
-                .as_ref()
-                .and_then(|w| files.get(w))
-                .and_then(|f| f.objects.get(object));
+            // The first file that (still) defines it; files changed in the same refresh and not
+            // merged yet may no longer do so.
+            let mut found = None;
+            while let Some(file) = definers.pop_first() {
+                found = files.get(&file).and_then(|f| f.objects.get(object));
+                if found.is_some() {
+                    break;
+                }
+            }
             match found {
                 Some((value, origin)) => self.index.apply(value.clone(), Some(origin.clone())),
                 None => {
@@ -176,6 +180,24 @@ mod tests {
         assert_eq!(port(&w.merged, "a"), None);
         assert_eq!(port(&w.merged, "b"), Some(3));
         assert_eq!(w.merged.index, w.rebuilt());
+    }
+
+    #[test]
+    fn objects_moved_between_files_in_one_refresh() {
+        let mut w = World::new();
+        let (a, b) = (service("a", 1), service("b", 2));
+        w.set(&[("1.yaml", Some(&a)), ("2.yaml", Some(&b))]);
+        // Swap them in one go: both files change before either is merged.
+        w.set(&[("1.yaml", Some(&b)), ("2.yaml", Some(&a))]);
+        assert_eq!(w.merged.index, w.rebuilt());
+        assert!(w.merged.shadowed(w.cache.files()).is_empty());
+        // Both files define both; then the first drops them both.
+        let both = format!("{a}{b}");
+        w.set(&[("1.yaml", Some(&both)), ("2.yaml", Some(&both))]);
+        assert_eq!(w.merged.shadowed(w.cache.files()).len(), 2);
+        w.set(&[("1.yaml", Some(""))]);
+        assert_eq!(w.merged.index, w.rebuilt());
+        assert!(w.merged.shadowed(w.cache.files()).is_empty());
     }
 
     #[test]
