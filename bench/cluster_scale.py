@@ -4,7 +4,7 @@ The control plane is the test one (scripts/controlplane: etcd + kube-apiserver b
 Go modules; `bench/run.sh` runs its install.sh). N Services, EndpointSlices and Ingresses are
 created through the API, then weir starts with the admin kubeconfig and the harness measures
 time to ready, resident memory, and the time from one Ingress update (a JSON merge patch) to
-the table that serves it (`weir_config_generation`).
+the first request weir routes by it.
 
 Called by harness.py as `run(ctx, h)`, where `h` is the harness module (spawn, stop, logging).
 """
@@ -139,8 +139,12 @@ def run(ctx, h):
             t = time.time()
             populate(api, n, h.H1_BACKEND_PORT)
             create_s = time.time() - t
+            # The edited Ingress's Service has no endpoints: once routed, weir answers 503 itself.
+            api.call("POST", f"/api/v1/namespaces/{NS}/services",
+                     {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edited", "namespace": NS},
+                      "spec": {"ports": [{"name": "http", "port": 80}]}})
             api.call("POST", f"/apis/networking.k8s.io/v1/namespaces/{NS}/ingresses",
-                     ingress("edited", "edited.scale.example", "/edit-0", "svc-0"))
+                     ingress("edited", "edited.scale.example", "/edit-0", "edited"))
             h.log(f"g: {n} Ingresses (+ Services, EndpointSlices) created in {create_s:.1f}s")
             w = h.Weir(ctx, name=f"weir-cluster-{n}",
                        source=["--kubeconfig", env["KUBECONFIG"], "--leader-election", "false"])
@@ -152,17 +156,13 @@ def run(ctx, h):
             served = len(routes.get("exact_hosts", {}))
             lat = []
             for i in range(1, n_edits + 1):
-                g0 = h.weir_generation()
                 s = time.time()
-                patch = {"spec": {"rules": [ingress("edited", "edited.scale.example", f"/edit-{i}", "svc-0")
+                patch = {"spec": {"rules": [ingress("edited", "edited.scale.example", f"/edit-{i}", "edited")
                                             ["spec"]["rules"][0]]}}
                 api.call("PATCH", f"/apis/networking.k8s.io/v1/namespaces/{NS}/ingresses/edited", patch,
                          ctype="application/merge-patch+json")
-                while time.time() - s < 30:
-                    if h.weir_generation() > g0:
-                        lat.append(time.time() - s)
-                        break
-                    time.sleep(0.002)
+                if h.wait_served(w.port, "edited.scale.example", f"/edit-{i}", s + 30):
+                    lat.append(time.time() - s)
             rss_after = h.vmrss_kib(w.pid)
             w.stop()
         finally:
@@ -185,7 +185,8 @@ def report(g, fmt):
          "load core) holds N Ingresses, each with its own Service and EndpointSlice, created through the API "
          "before weir starts. weir runs `--kubeconfig` (admin) `--leader-election false`, pinned like every proxy. "
          "Ready = process start to `/readyz` 200 (every kind listed, first table applied). Propagation = a JSON "
-         "merge patch of one Ingress's path → `weir_config_generation` increments (polled every 2 ms).\n",
+         "merge patch of one Ingress's path → the first request to the new path that weir routes (polled every "
+         "2 ms; its Service has no endpoints, so a routed request gets weir's 503, an unrouted one 404).\n",
          "| Ingresses | create s | ready s | VmRSS MiB | VmRSS after edits MiB | hosts in /debug/routes | edits applied "
          "| propagation p50 ms | p99 ms | max ms |",
          "|---|---|---|---|---|---|---|---|---|---|"]

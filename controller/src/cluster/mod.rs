@@ -30,8 +30,8 @@ use crate::index::Index;
 use crate::object::{Kind, Object, ObjectKey};
 use crate::publish::Publisher;
 
-/// Events that arrive within this window are compiled together...
-const DEBOUNCE: Duration = Duration::from_millis(50);
+/// A burst of events ends after this long without one (a single update waits only this)...
+const DEBOUNCE: Duration = Duration::from_millis(10);
 /// ...but a steady stream of events never delays a compile longer than this.
 const MAX_DELAY: Duration = Duration::from_millis(250);
 
