@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 
 import cluster_scale
+import targets
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 TPL = os.path.join(BENCH, "templates")
@@ -663,39 +664,81 @@ def scenario_e(ctx):
                                      "conns": conns}
 
 
+def perf_record(ctx, pid, dur, load):
+    """Samples `pid` (cpu-clock) for `dur` s while `load()` runs; returns (perf.data path, load result)."""
+    data = os.path.join(ctx.run, f"perf-{pid}.data")
+    rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "1999", "-g", "-p", str(pid),
+                            "-o", data, "--", "sleep", str(dur)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    r = load()
+    err = rec.communicate(timeout=dur + 60)[1]
+    return data, r, err
+
+
+def perf_lines(data, sort, limit=None):
+    argv = ["perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none", "--sort", sort]
+    if limit:
+        argv += ["--percent-limit", limit]
+    rep = subprocess.run(argv, capture_output=True, text=True).stdout
+    return [re.sub(r"(\s+-)*\s*$", "", l) for l in rep.splitlines() if l.strip() and not l.startswith("#")]
+
+
+def kernel_share(lines):
+    for l in lines:
+        if "[kernel" in l:
+            return float(l.split("%")[0])
+    return 0.0
+
+
 def scenario_p(ctx):
-    """CPU profile of weir under scenario a's load (perf, software cpu-clock event)."""
+    """CPU profiles (perf, software cpu-clock event): weir's symbols under scenario a's load, and the
+    kernel/user split of weir and a peer under the same load, with the CPU each spent per request."""
     if not shutil.which("perf"):
         ctx.results["meta"]["skipped"]["p"] = "perf not installed"
         return
     dur = 5 if ctx.quick else 10
-    w = Weir(ctx)
-    data = os.path.join(ctx.run, "perf.data")
-    try:
-        h2load(ctx, f"http://127.0.0.1:{w.port}/h2c/index.html", 1, 16, 10)
-        rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "1999", "-g", "-p", str(w.pid),
-                                "-o", data, "--", "sleep", str(dur)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        r = h2load(ctx, f"http://127.0.0.1:{w.port}/h2c/index.html", dur, 16, 10)
-        err = rec.communicate(timeout=dur + 60)[1]
-    finally:
-        w.stop()
-    rep = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none",
-                          "--sort", "dso,symbol", "--percent-limit", "0.7"],
-                         capture_output=True, text=True).stdout
-    lines = [re.sub(r"(\s+-)*\s*$", "", l) for l in rep.splitlines() if l.strip() and not l.startswith("#")]
-    by_dso = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none",
-                             "--sort", "dso"], capture_output=True, text=True).stdout
-    dso_lines = [re.sub(r"(\s+-)*\s*$", "", l) for l in by_dso.splitlines() if l.strip() and not l.startswith("#")]
-    text = (f"`perf record -e cpu-clock -F 1999 -g -p <weir>` for {dur} s while "
-            f"`{r['cmd']}` ran ({r['rps']:.0f} req/s under perf). Hardware counters are not available "
-            "on this VM, so this is a sampled cpu-clock profile. Self time by DSO and symbol "
-            "(entries >= 0.7%):\n\n```\n" + "\n".join(lines[:45]) + "\n```\n\nBy DSO:\n\n```\n"
-            + "\n".join(dso_lines[:10]) + "\n```\n")
-    if not lines:
-        text += f"\nperf produced no samples: {err[-500:]}\n"
+    h2 = lambda port: (lambda: h2load(ctx, f"http://127.0.0.1:{port}/h2c/index.html", dur, 16, 10))
+    h1 = lambda port: (lambda: wrk(ctx, f"http://127.0.0.1:{port}/h1/", dur, 32))
+    splits = []
+    symbols = {}
+    for label, start, load in (("HTTP/2 (h2load -c16 -m10)", lambda: Weir(ctx), h2),
+                               ("HTTP/2 (h2load -c16 -m10)", lambda: Haproxy(ctx, "haproxy-safe", "safe"), h2),
+                               ("HTTP/1.1 (wrk -c32)", lambda: Weir(ctx), h1),
+                               ("HTTP/1.1 (wrk -c32)", lambda: NginxProxy(ctx), h1)):
+        px = start()
+        name = "weir" if isinstance(px, Weir) else ("nginx" if isinstance(px, NginxProxy) else px.name)
+        try:
+            load(px.port)()  # warm-up
+            # The process that serves: nginx's worker, not its master.
+            served_by = proc_tree(px.pid)[-1]
+            c0 = cpu_seconds(px.pid)
+            data, r, err = perf_record(ctx, served_by, dur, load(px.port))
+            cpu = cpu_seconds(px.pid) - c0
+        finally:
+            px.stop()
+        dso = perf_lines(data, "dso")
+        k = kernel_share(dso)
+        splits.append((label, name, r["rps"], cpu / r["done"] * 1e5 if r["done"] else None, k, r["cmd"]))
+        if name == "weir":
+            symbols[label] = (perf_lines(data, "dso,symbol", "0.7"), dso, r, err)
+    L = ["`perf record -e cpu-clock -F 1999 -g -p <proxy>` for each proxy in turn, "
+         f"{dur} s each, under the load shown (req/s and CPU are under perf, so a little lower than in a and b). "
+         "Hardware counters are not available on this VM, so these are sampled cpu-clock profiles.\n",
+         "Where the CPU goes, per 100k requests (kernel = system calls and the loopback TCP stack; user = the "
+         "proxy's own code and its libraries):\n",
+         "| load | proxy | req/s | CPU s per 100k | kernel % | kernel s per 100k | user s per 100k |",
+         "|---|---|---|---|---|---|---|"]
+    for label, name, rps, c, k, _ in splits:
+        ks = c * k / 100 if c is not None else None
+        us = c - ks if c is not None else None
+        L.append(f"| {label} | {name} | {rps:.0f} | {fmt(c, 3)} | {k:.1f} | {fmt(ks, 3)} | {fmt(us, 3)} |")
+    for label, (lines, dso, r, err) in symbols.items():
+        L.append(f"\nweir, {label}: `{r['cmd']}`. Self time by DSO and symbol (entries >= 0.7%):\n")
+        L.append("```\n" + "\n".join(lines[:40]) + "\n```\n\nBy DSO:\n\n```\n" + "\n".join(dso[:8]) + "\n```")
+        if not lines:
+            L.append(f"\nperf produced no samples: {err[-500:]}")
     with open(os.path.join(ctx.out, "profile.md"), "w") as f:
-        f.write(text)
+        f.write("\n".join(L) + "\n")
     log("p: profile written")
 
 
@@ -887,6 +930,7 @@ def report(ctx, started, finished):
         L.append("|---|---|---|---|---|---|---|---|")
         L.extend(hl)
         L.append("")
+    L.extend(targets.section(sc))
     L.append("## Machine and setup\n")
     L.append(f"- CPU: {os.cpu_count()} cores, `{cpu}`; memory {int(mem) // 1024} MiB; kernel `{os.uname().release}`")
     L.append(f"- Proxy under test pinned to CPU {ctx.proxy_cpu} (`taskset -c {ctx.proxy_cpu}`), "
