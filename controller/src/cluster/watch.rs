@@ -109,7 +109,10 @@ pub(super) async fn run<K>(
             .inc();
         match event {
             Event::Init => relisted = Some(BTreeSet::new()),
-            Event::InitApply(obj) | Event::Apply(obj) => {
+            Event::InitApply(mut obj) | Event::Apply(mut obj) => {
+                // managedFields (server-side apply bookkeeping, often larger than the object) is
+                // never read: do not keep it for every object in the index.
+                obj.meta_mut().managed_fields = None;
                 let key = key_of(obj.meta());
                 if let Some(seen) = relisted.as_mut() {
                     seen.insert(key.clone());
