@@ -30,6 +30,7 @@ echo "hello, bench" >"$RUN/htdocs/h2c/index.html"
 sed -e "s#\$RUN#$RUN#g" -e 's/\$H1_BACKEND_PORT/9301/g' -e "s#nginx-backend.pid#cg-nginx.pid#" \
   -e "s#ngx-tmp#tmp#g" "$ROOT/bench/templates/nginx-backend.conf" >"$RUN/nginx.conf"
 sed -e 's/\$H2_BACKEND_PORT/9302/g' -e 's/\$H1_BACKEND_PORT/9301/g' \
+  -e "s/\$S1_BACKEND_PORT/9303/g" -e "s/\$S8_BACKEND_PORT/9304/g" \
   "$ROOT/bench/templates/weir/00-base.yaml" >"$RUN/man/00-base.yaml"
 nghttpd --no-tls -n 1 -d "$RUN/htdocs" 9302 >"$RUN/nghttpd.log" 2>&1 & pids+=($!)
 nginx -c "$RUN/nginx.conf" -p "$RUN" >"$RUN/nginx.log" 2>&1 & pids+=($!)
@@ -52,7 +53,7 @@ callgrind_control -i off "$VG" >/dev/null
 callgrind_control -d "$VG" >/dev/null
 kill "$VG"; wait "$VG" 2>/dev/null || true
 OUT=$(ls -S "$RUN"/cg.out* | head -1)
-callgrind_annotate --inclusive=no --threshold=100 "$OUT" >"$RUN/self.txt"
+callgrind_annotate --inclusive=no --threshold=100 "$OUT" >"$RUN/self.txt" 2>/dev/null
 python3 - "$RUN/self.txt" "$N" "$MODE" <<'EOF'
 import re, sys
 path, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -63,7 +64,8 @@ for line in open(path):
         continue
     ir, src = int(m.group(1).replace(",", "")), m.group(2)
     crate = re.search(r"index\.crates\.io-[0-9a-f]+/([a-z0-9_-]+?)-\d", src)
-    key = ("weir" if "/dataplane/" in src or "/controller/" in src or src.startswith("/work") else
+    own = any(d in "/" + src for d in ("/dataplane/src/", "/controller/src/", "/src/main.rs"))
+    key = ("weir" if own and "index.crates.io" not in src else
            crate.group(1) if crate else "std/core (inlined)" if "/rustc/" in src else
            "libc (memcpy, ...)" if "libc" in src or "sysdeps" in src or src.startswith("./") else "other")
     groups[key] = groups.get(key, 0) + ir

@@ -31,6 +31,8 @@ CLK = os.sysconf("SC_CLK_TCK")
 
 H1_BACKEND_PORT = 9100
 H2_BACKEND_PORT = 9200
+# nghttpd backends that allow 1 and 8 concurrent streams per connection (scenario c).
+LIMITED_BACKENDS = {1: 9201, 8: 9208}
 PORTS = {
     "weir": 8001, "haproxy-safe": 8002, "haproxy-always": 8003, "nghttpx": 8004,
     "nginx": 8005, "haproxy": 8002,
@@ -249,6 +251,11 @@ def oha(ctx, url, dur, rate, conns):
 
 # ---------------------------------------------------------------- processes under test
 
+def base_ports():
+    return dict(H1_BACKEND_PORT=H1_BACKEND_PORT, H2_BACKEND_PORT=H2_BACKEND_PORT,
+                S1_BACKEND_PORT=LIMITED_BACKENDS[1], S8_BACKEND_PORT=LIMITED_BACKENDS[8])
+
+
 def start_backends(ctx):
     docroot = os.path.join(ctx.run, "htdocs")
     os.makedirs(os.path.join(docroot, "h2c"), exist_ok=True)
@@ -257,11 +264,20 @@ def start_backends(ctx):
     os.makedirs(os.path.join(ctx.run, "ngx-tmp"), exist_ok=True)
     spawn(ctx, "backend-h2c-nghttpd",
           ["nghttpd", "--no-tls", "-n", "1", "-d", docroot, str(H2_BACKEND_PORT)], which="load")
+    for streams, port in LIMITED_BACKENDS.items():
+        os.makedirs(os.path.join(docroot, f"s{streams}"), exist_ok=True)
+        with open(os.path.join(docroot, f"s{streams}", "index.html"), "w") as f:
+            f.write("hello, bench\n")
+        spawn(ctx, f"backend-h2c-nghttpd-streams-{streams}",
+              ["nghttpd", "--no-tls", "-n", "1", f"--max-concurrent-streams={streams}", "-d", docroot, str(port)],
+              which="load")
     conf = os.path.join(ctx.run, "nginx-backend.conf")
     render("nginx-backend.conf", conf, RUN=ctx.run, H1_BACKEND_PORT=H1_BACKEND_PORT)
     spawn(ctx, "backend-h1-nginx", ["nginx", "-c", conf, "-p", ctx.run], which="load")
     wait_port(H2_BACKEND_PORT)
     wait_port(H1_BACKEND_PORT)
+    for port in LIMITED_BACKENDS.values():
+        wait_port(port)
 
 
 def weir_metrics():
@@ -307,8 +323,7 @@ class Weir:
         if source is None and manifests is None:
             shutil.rmtree(self.dir, ignore_errors=True)
             os.makedirs(self.dir)
-            render("weir/00-base.yaml", os.path.join(self.dir, "00-base.yaml"),
-                   H1_BACKEND_PORT=H1_BACKEND_PORT, H2_BACKEND_PORT=H2_BACKEND_PORT)
+            render("weir/00-base.yaml", os.path.join(self.dir, "00-base.yaml"), **base_ports())
             if policy:
                 render("weir/policy.yaml", os.path.join(self.dir, "10-policy.yaml"), REUSE=policy)
         self.t0 = time.time()
@@ -358,8 +373,7 @@ class Haproxy:
 
     def write(self, n):
         render("haproxy.cfg", self.cfg, WORKERS=self.ctx.workers, STATS_SOCK=self.sock,
-               PORT=self.port, REUSE=self.reuse, N=n,
-               H1_BACKEND_PORT=H1_BACKEND_PORT, H2_BACKEND_PORT=H2_BACKEND_PORT)
+               PORT=self.port, REUSE=self.reuse, N=n, **base_ports())
 
     def stat(self, backend):
         """`show stat` fields of server s1 in a backend (counts since start)."""
@@ -534,10 +548,10 @@ def scenario_c(ctx):
             if kind == "weir":
                 px = Weir(ctx, policy=mode)
                 m0 = weir_metrics()
-                o0 = metric_sum(m0, "weir_upstream_connections_opened_total", "bench-h2c")
+                o0 = metric_sum(m0, "weir_upstream_connections_opened_total", "bench-h2c:")
                 r = run(px.port)
                 m1 = weir_metrics()
-                opened = metric_sum(m1, "weir_upstream_connections_opened_total", "bench-h2c") - o0
+                opened = metric_sum(m1, "weir_upstream_connections_opened_total", "bench-h2c:") - o0
             else:
                 px = Haproxy(ctx, "haproxy", mode)
                 s0 = px.stat("be_h2c")
@@ -556,7 +570,30 @@ def scenario_c(ctx):
                    "non2xx": r.get("non2xx", 0), "cmd": r["cmd"]}
             rows.append(row)
             log(f"c {load} {variant}: {done} requests, {opened} upstream connections opened")
-    ctx.results["scenarios"]["c"] = {"title": "Upstream connection reuse", "rows": rows,
+    limited = []
+    for streams in LIMITED_BACKENDS:
+        for variant in ["weir:safe", "haproxy:safe", "haproxy:always"]:
+            kind, mode = variant.split(":")
+            px = Weir(ctx, policy=mode) if kind == "weir" else Haproxy(ctx, "haproxy", mode)
+            url = f"http://127.0.0.1:{px.port}/s{streams}/index.html"
+            h2load(ctx, url, 1, 16, 10)  # warm-up: the pool grows to what the limit needs
+            if kind == "weir":
+                o0 = metric_sum(weir_metrics(), "weir_upstream_connections_opened_total", f"bench-h2c-s{streams}:")
+            else:
+                o0 = int(px.stat(f"be_s{streams}").get("connect") or 0)
+            r = h2load(ctx, url, dur, 16, 10)
+            if kind == "weir":
+                opened = metric_sum(weir_metrics(), "weir_upstream_connections_opened_total",
+                                    f"bench-h2c-s{streams}:") - o0
+            else:
+                opened = int(px.stat(f"be_s{streams}").get("connect") or 0) - o0
+            px.stop()
+            limited.append({"streams": streams, "proxy": kind, "mode": mode, "requests": r["done"],
+                            "rps": r["rps"], "opened": opened,
+                            "errors": r.get("failed", 0) + r.get("errored", 0), "non2xx": r.get("non2xx", 0),
+                            "cmd": r["cmd"]})
+            log(f"c streams={streams} {variant}: {r['rps']:.0f} req/s, {opened} connections opened after warm-up")
+    ctx.results["scenarios"]["c"] = {"title": "Upstream connection reuse", "rows": rows, "limited": limited,
                                      "loads": {k: v[0] for k, v in loads.items()}, "dur": dur}
 
 
@@ -745,8 +782,7 @@ def scenario_p(ctx):
 def gen_scale(dirpath, n):
     shutil.rmtree(dirpath, ignore_errors=True)
     os.makedirs(dirpath)
-    render("weir/00-base.yaml", os.path.join(dirpath, "00-base.yaml"),
-           H1_BACKEND_PORT=H1_BACKEND_PORT, H2_BACKEND_PORT=H2_BACKEND_PORT)
+    render("weir/00-base.yaml", os.path.join(dirpath, "00-base.yaml"), **base_ports())
     per_file = 500
     for f0 in range(0, n, per_file):
         docs = []
@@ -1020,6 +1056,16 @@ def report(ctx, started, finished):
             pr = "n/a" if r["per_request"] is None else f"{r['per_request']:.5f}"
             L.append(f"| {r['load']} | {r['proxy']} | {r['mode']} | {r['requests']} | {fmt(r['opened'])} | "
                      f"{pr} | {fmt(r['rps'])} | {r['errors']} | {r['non2xx']} |")
+        if c.get("limited"):
+            L.append("\nBackends that allow 1 and 8 concurrent streams per connection (`nghttpd "
+                     "--max-concurrent-streams=N`), h2load -c16 -m10 (160 streams in flight): requests/s, and "
+                     "upstream connections opened during the measured run (after a 1 s warm-up).\n")
+            L.append("| backend streams per connection | proxy | reuse | req/s | requests | conns opened | errors | non-2xx |")
+            L.append("|---|---|---|---|---|---|---|---|")
+            for r in c["limited"]:
+                L.append(f"| {r['streams']} | {r['proxy']} | {r['mode']} | {fmt(r['rps'])} | {r['requests']} | "
+                         f"{fmt(r['opened'])} | {r['errors']} | {r['non2xx']} |")
+            L.append("")
         png = chart(ctx, "scenario-c", [
             (f"opened per 1000 req: {load}", "connections / 1000 requests",
              [(f"{r['proxy']}-{r['mode']}", (r['per_request'] or 0) * 1000) for r in c["rows"] if r["load"] == load])
