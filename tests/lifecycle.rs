@@ -44,6 +44,7 @@ fn invalid_flags_exit_with_one_line() {
             &["run", "--manifests", path, "--no-such-flag"],
             "--no-such-flag",
         ),
+        (&["run", "--manifests", path, "--workers", "0"], "--workers"),
         (
             &["run", "--manifests", path, "--kubeconfig", path],
             "--kubeconfig",
@@ -155,7 +156,8 @@ async fn admin_endpoints_and_404() {
 }
 
 /// SIGTERM: readiness turns off, no new connections, in-flight requests on HTTP/1.1 and HTTP/2
-/// complete, and the process exits 0.
+/// complete, and the process exits 0. With four event loops: the drain waits for every loop's
+/// accept loops to stop (else it could not take the drain handle and would exit at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests() {
     let backend = Backend::local("a").await;
@@ -182,7 +184,24 @@ async fn sigterm_drains_in_flight_requests() {
             ),
         ]),
     );
-    let mut weir = Weir::start(WEIR, dir.path(), &["--drain-timeout", "10s"]).await;
+    let mut weir = Weir::start(
+        WEIR,
+        dir.path(),
+        &["--drain-timeout", "10s", "--workers", "4"],
+    )
+    .await;
+    let pid = weir.child.id().expect("weir runs");
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    for worker in ["weir-worker-1", "weir-worker-2", "weir-worker-3"] {
+        assert!(
+            threads.iter().any(|t| t == worker),
+            "no {worker} in {threads:?}"
+        );
+    }
     let http = weir.http;
     let mut inflight = Vec::new();
     for host in ["app.example.com", "h2c.example.com"] {

@@ -62,8 +62,13 @@ pub async fn serve(
     drain_timeout: Duration,
 ) {
     let graceful = Arc::new(GracefulShutdown::new());
-    let builder = Arc::new(builder());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let ctx = Accept {
+        dataplane: dataplane.clone(),
+        graceful: graceful.clone(),
+        builder: Arc::new(builder()),
+        stop: stop_rx,
+    };
     let (done_tx, done_rx) = watch::channel(false);
     let tls = listeners
         .https
@@ -82,13 +87,7 @@ pub async fn serve(
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         stopped.push(rx);
-        let ctx = Accept {
-            dataplane: dataplane.clone(),
-            graceful: graceful.clone(),
-            builder: builder.clone(),
-            stop: stop_rx.clone(),
-        };
-        let (tls, done) = (tls.clone(), done_rx.clone());
+        let (ctx, tls, done) = (ctx.clone(), tls.clone(), done_rx.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("weir-worker-{worker}"))
             .spawn(move || worker_thread(ctx, http, https, tls, tx, done));
@@ -96,12 +95,6 @@ pub async fn serve(
             tracing::error!(worker, %error, "cannot start a worker thread");
         }
     }
-    let ctx = Accept {
-        dataplane: dataplane.clone(),
-        graceful: graceful.clone(),
-        builder: builder.clone(),
-        stop: stop_rx.clone(),
-    };
     if let Some(listener) = listeners.http {
         loops.spawn(accept_loop(listener, None, ctx.clone()));
     }
