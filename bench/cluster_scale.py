@@ -167,13 +167,9 @@ def run(ctx, h):
             w.stop()
         finally:
             subprocess.run(["bash", os.path.join(SCRIPTS, "stop.sh"), d, "--purge"], capture_output=True)
-        lat.sort()
         row = {"ingresses": n, "create_s": create_s, "ready_s": ready, "rss_mib": rss / 1024,
                "rss_after_edits_mib": rss_after / 1024, "edits": n_edits, "applied": len(lat),
-               "hosts_in_table": served,
-               "p50_ms": lat[len(lat) // 2] * 1e3 if lat else None,
-               "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3 if lat else None,
-               "max_ms": lat[-1] * 1e3 if lat else None}
+               "hosts_in_table": served, **h.latency_ms(lat)}
         rows.append(row)
         h.log(f"g {row}")
     ctx.results["scenarios"]["g"] = {"title": "Scale through the real API server", "rows": rows}

@@ -293,6 +293,14 @@ def metric_sum(text, name, must=""):
     return total
 
 
+def latency_ms(lat, prefix=""):
+    """p50, p99 and max of a list of seconds, in ms (None when empty), keyed `{prefix}p50_ms` etc."""
+    lat = sorted(lat)
+    at = lambda q: lat[min(len(lat) - 1, int(len(lat) * q))] * 1e3 if lat else None
+    return {f"{prefix}p50_ms": lat[len(lat) // 2] * 1e3 if lat else None, f"{prefix}p99_ms": at(0.99),
+            f"{prefix}max_ms": lat[-1] * 1e3 if lat else None}
+
+
 def status_of(port, host, path):
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
     try:
@@ -656,10 +664,8 @@ def scenario_d(ctx):
         px.stop()
         tot = {k: sum(r.get(k, 0) for r in loads)
                for k in ["done", "succeeded", "failed", "errored", "timeout", "non2xx", "total"]}
-        lat.sort()
         out[kind] = {"edits": edits, "applied": len(lat), "not_applied_10s": timeouts,
-                     "elapsed_s": elapsed, "apply_p50_ms": lat[len(lat) // 2] * 1e3 if lat else None,
-                     "apply_p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3 if lat else None,
+                     "elapsed_s": elapsed, **latency_ms(lat, "apply_"),
                      "load_runs": len(loads), "cmd": loads[0]["cmd"] if loads else "",
                      "rps_mean": statistics.mean(r["rps"] for r in loads) if loads else 0, **tot}
         log(f"d {kind}: {len(lat)}/{edits} applied in {elapsed:.1f}s; requests {tot}")
@@ -869,12 +875,8 @@ def scenario_f(ctx):
                 lat.append(time.time() - s)
         rss_after = vmrss_kib(w.pid)
         w.stop()
-        lat.sort()
         row = {"ingresses": n, "ready_s": ready, "rss_mib": rss / 1024, "rss_after_edits_mib": rss_after / 1024,
-               "edits": n_edits, "applied": len(lat),
-               "p50_ms": lat[len(lat) // 2] * 1e3 if lat else None,
-               "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e3 if lat else None,
-               "max_ms": lat[-1] * 1e3 if lat else None, "last_host_status": last_status}
+               "edits": n_edits, "applied": len(lat), **latency_ms(lat), "last_host_status": last_status}
         rows.append(row)
         log(f"f {row}")
     ctx.results["scenarios"]["f"] = {"title": "Scale in manifest mode", "rows": rows}
@@ -923,6 +925,15 @@ def fmt(v, nd=0):
     if v is None:
         return "n/a"
     return f"{v:,.{nd}f}"
+
+
+def scale_chart(ctx, key, rows):
+    """The chart of a scale scenario (f, g): ready time, memory and propagation p99 per size."""
+    png = chart(ctx, f"scenario-{key}", [
+        ("time to ready", "s", [(str(r["ingresses"]), r["ready_s"]) for r in rows]),
+        ("VmRSS", "MiB", [(str(r["ingresses"]), r["rss_mib"]) for r in rows]),
+        ("propagation p99", "ms", [(str(r["ingresses"]), r["p99_ms"]) for r in rows])])
+    return [f"\n![scenario {key}](results/{png})\n"] if png else []
 
 
 def report(ctx, started, finished):
@@ -1127,22 +1138,12 @@ def report(ctx, started, finished):
         for r in f["rows"]:
             L.append(f"| {r['ingresses']} | {r['ready_s']:.2f} | {r['rss_mib']:.1f} | {r['rss_after_edits_mib']:.1f} | "
                      f"{r['applied']}/{r['edits']} | {fmt(r['p50_ms'], 1)} | {fmt(r['p99_ms'], 1)} | {fmt(r['max_ms'], 1)} |")
-        png = chart(ctx, "scenario-f", [
-            ("time to ready", "s", [(str(r["ingresses"]), r["ready_s"]) for r in f["rows"]]),
-            ("VmRSS", "MiB", [(str(r["ingresses"]), r["rss_mib"]) for r in f["rows"]]),
-            ("propagation p99", "ms", [(str(r["ingresses"]), r["p99_ms"]) for r in f["rows"]])])
-        if png:
-            L.append(f"\n![scenario f](results/{png})\n")
+        L.extend(scale_chart(ctx, "f", f["rows"]))
 
     g = sc.get("g")
     if g:
         L.extend(cluster_scale.report(g, fmt))
-        png = chart(ctx, "scenario-g", [
-            ("time to ready", "s", [(str(r["ingresses"]), r["ready_s"]) for r in g["rows"]]),
-            ("VmRSS", "MiB", [(str(r["ingresses"]), r["rss_mib"]) for r in g["rows"]]),
-            ("propagation p99", "ms", [(str(r["ingresses"]), r["p99_ms"]) for r in g["rows"]])])
-        if png:
-            L.append(f"\n![scenario g](results/{png})\n")
+        L.extend(scale_chart(ctx, "g", g["rows"]))
 
     missing = [k for k in "abcdefg" if k not in sc]
     if missing:
