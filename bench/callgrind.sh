@@ -52,7 +52,7 @@ load "$N" | grep -E "^requests:"
 callgrind_control -i off "$VG" >/dev/null
 callgrind_control -d "$VG" >/dev/null
 kill "$VG"; wait "$VG" 2>/dev/null || true
-OUT=$(ls -S "$RUN"/cg.out* | head -1)
+OUT=$(ls -S "$RUN"/cg.out* | sed -n 1p)
 callgrind_annotate --inclusive=no --threshold=100 "$OUT" >"$RUN/self.txt" 2>/dev/null
 python3 - "$RUN/self.txt" "$N" "$MODE" <<'EOF'
 import re, sys

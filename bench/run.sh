@@ -25,7 +25,7 @@ fi
 # The Debian nginx package may start a system nginx on :80; the bench uses its own ports only.
 
 OHA="$CACHE/bench-tools/bin/oha"
-if ! [ -x "$OHA" ] || ! "$OHA" --version 2>/dev/null | grep -q "$OHA_VERSION"; then
+if ! [ -x "$OHA" ] || ! "$OHA" --version 2>/dev/null | grep "$OHA_VERSION" >/dev/null; then
   echo "== cargo install oha $OHA_VERSION"
   CARGO_TARGET_DIR="$CACHE/bench-target" cargo install oha --locked --version "$OHA_VERSION" \
     --root "$CACHE/bench-tools"

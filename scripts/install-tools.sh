@@ -27,4 +27,4 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   # The package starts a system service; the tests start their own server.
   systemctl stop prometheus 2>/dev/null || service prometheus stop 2>/dev/null || pkill -x prometheus || true
 fi
-log "helm: $("$CACHE/bin/helm" version --short); prometheus: $(prometheus --version 2>&1 | head -1)"
+log "helm: $("$CACHE/bin/helm" version --short); prometheus: $(prometheus --version 2>&1 | sed -n 1p)"

@@ -10,7 +10,7 @@ log() { echo "[test.sh] $*"; }
 command -v cargo >/dev/null || { echo "test.sh: cargo is missing: install Rust with rustup" >&2; exit 1; }
 if command -v rustup >/dev/null; then
   for c in rustfmt clippy; do
-    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+    rustup component list --installed 2>/dev/null | grep "^$c" >/dev/null || rustup component add "$c"
   done
 fi
 

@@ -25,7 +25,7 @@ pkgs=(openssl iproute2 curl ca-certificates)
 [ "$WEIR_ETCD" = debian ] && pkgs+=(etcd-server)
 missing=()
 for p in "${pkgs[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'install ok installed' >/dev/null; then
     missing+=("$p")
   fi
 done
@@ -43,7 +43,7 @@ else
 fi
 if [ "$WEIR_ETCD" = debian ]; then
   [ -x "$ETCD_BIN" ] || die "etcd-server installed but $ETCD_BIN missing"
-  log "etcd: $("$ETCD_BIN" --version | head -1) (Debian $(dpkg-query -W -f='${Version}' etcd-server))"
+  log "etcd: $("$ETCD_BIN" --version | sed -n 1p) (Debian $(dpkg-query -W -f='${Version}' etcd-server))"
 fi
 
 # -------------------------------------------------------------- Go builds ---
@@ -103,7 +103,7 @@ if [ "$WEIR_ETCD" = go ]; then
   else
     go_build "etcd $ETCD_GO_VERSION" "$CONTROLPLANE_DIR/etcd" "$ETCD_BIN" "-s -w"
   fi
-  "$ETCD_BIN" --version | head -1
+  "$ETCD_BIN" --version | sed -n 1p
 fi
 
 log "done in $(elapsed "$t_start")"

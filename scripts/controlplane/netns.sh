@@ -44,7 +44,7 @@ down() {
   local name=$1 pids host_if i
   check_name "$name"
   need_root
-  if ip netns list | awk '{print $1}' | grep -qx "$name"; then
+  if ip netns list | awk '{print $1}' | grep -x "$name" >/dev/null; then
     pids=$(ip netns pids "$name" 2>/dev/null || true)
     if [ -n "$pids" ]; then
       # shellcheck disable=SC2086

@@ -89,7 +89,7 @@ expect 200 "list EndpointSlices by service-name label"; has '"198.18.0.2"' "Endp
 echo "== admin: watch"
 for _ in $(seq 50); do grep -q '"ADDED"' "$WATCH_OUT" 2>/dev/null && break; sleep 0.1; done
 if grep -q '"type":"ADDED"' "$WATCH_OUT" && grep -q '198.18.0.2' "$WATCH_OUT"; then
-  ok "watch saw ADDED EndpointSlice: $(grep -o '"type":"ADDED","object":{"kind":"EndpointSlice"[^}]*"name":"[^"]*"' "$WATCH_OUT" | head -1)"
+  ok "watch saw ADDED EndpointSlice: $(grep -o '"type":"ADDED","object":{"kind":"EndpointSlice"[^}]*"name":"[^"]*"' "$WATCH_OUT" | sed -n 1p)"
 else
   bad "watch saw no ADDED event: $(head -c 400 "$WATCH_OUT")"
 fi

@@ -111,7 +111,7 @@ start_etcd() {
   local etcd_extra=()
   # Test data is throwaway: skip fsync where supported (etcd >= 3.5), which
   # makes writes much faster on slow disks.
-  "$ETCD_BIN" --help 2>&1 | grep -q -- --unsafe-no-fsync && etcd_extra+=(--unsafe-no-fsync)
+  "$ETCD_BIN" --help 2>&1 | grep -- --unsafe-no-fsync >/dev/null && etcd_extra+=(--unsafe-no-fsync)
   for _ in 1 2 3; do
     ETCD_PORT=$(free_port)
     ETCD_PEER_PORT=$(free_port)
@@ -145,7 +145,7 @@ start_etcd() {
         ETCD_PID=
         fail "etcd ($ETCD_BIN) exited with status $rc during startup"
       fi
-      if curl -fsS --max-time 2 "$ETCD_URL/health" 2>/dev/null | grep -q '"health":"true"'; then
+      if curl -fsS --max-time 2 "$ETCD_URL/health" 2>/dev/null | grep '"health":"true"' >/dev/null; then
         return 0
       fi
       sleep 0.2

@@ -17,7 +17,7 @@ alive() { # running (not a zombie) and started with DIR in its command line
   local pid=$1
   [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
   [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$DIR/"
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -F "$DIR/" >/dev/null
 }
 
 stop_pid() { # NAME PID

@@ -33,6 +33,6 @@ fi
 api POST "/api/v1/namespaces/$NS/serviceaccounts/$SA/token" \
   "{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenRequest\",\"spec\":{\"expirationSeconds\":$EXP}}" ||
   { echo "token.sh: TokenRequest for $NS/$SA: HTTP $code: $body" >&2; exit 1; }
-token=$(tr -d '\n' <<<"$body" | grep -o '"token": *"[^"]*"' | head -1 | sed 's/.*"\([^"]*\)"$/\1/')
+token=$(tr -d '\n' <<<"$body" | grep -o '"token": *"[^"]*"' | sed -n 1p | sed 's/.*"\([^"]*\)"$/\1/')
 [ -n "$token" ] || { echo "token.sh: no token in TokenRequest response: $body" >&2; exit 1; }
 echo "$token"
