@@ -2,6 +2,7 @@
 //! them, compiles them into a [`weir_dataplane::RouteTable`] and publishes it.
 
 pub mod cluster;
+pub mod compact;
 pub mod compile;
 pub mod diagnostic;
 pub mod duration;

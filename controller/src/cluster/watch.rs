@@ -15,6 +15,7 @@ use kube::Resource;
 use serde::de::DeserializeOwned;
 
 use super::Shared;
+use crate::compact;
 use crate::crd::BackendPolicy;
 use crate::diagnostic::Diagnostic;
 use crate::object::{Kind, Object, ObjectKey, ObjectRef};
@@ -110,9 +111,7 @@ pub(super) async fn run<K>(
         match event {
             Event::Init => relisted = Some(BTreeSet::new()),
             Event::InitApply(mut obj) | Event::Apply(mut obj) => {
-                // managedFields (server-side apply bookkeeping, often larger than the object) is
-                // never read: do not keep it for every object in the index.
-                obj.meta_mut().managed_fields = None;
+                crate::compact::metadata(obj.meta_mut());
                 let key = key_of(obj.meta());
                 if let Some(seen) = relisted.as_mut() {
                     seen.insert(key.clone());
@@ -136,7 +135,7 @@ pub(super) async fn run<K>(
 pub(super) fn ingress(
     o: k8s_openapi::api::networking::v1::Ingress,
 ) -> Result<Object, Box<Diagnostic>> {
-    Ok(Object::Ingress(Arc::new(o)))
+    Ok(Object::Ingress(Arc::new(compact::ingress(o))))
 }
 pub(super) fn ingress_class(
     o: k8s_openapi::api::networking::v1::IngressClass,
@@ -144,12 +143,12 @@ pub(super) fn ingress_class(
     Ok(Object::IngressClass(Arc::new(o)))
 }
 pub(super) fn service(o: k8s_openapi::api::core::v1::Service) -> Result<Object, Box<Diagnostic>> {
-    Ok(Object::Service(Arc::new(o)))
+    Ok(Object::Service(Arc::new(compact::service(o))))
 }
 pub(super) fn endpoint_slice(
     o: k8s_openapi::api::discovery::v1::EndpointSlice,
 ) -> Result<Object, Box<Diagnostic>> {
-    Ok(Object::EndpointSlice(Arc::new(o)))
+    Ok(Object::EndpointSlice(Arc::new(compact::endpoint_slice(o))))
 }
 pub(super) fn config_map(
     o: k8s_openapi::api::core::v1::ConfigMap,

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+use crate::compact;
 use crate::diagnostic::Diagnostic;
 use crate::object::{Kind, Object, ObjectKey, ObjectRef, Origin};
 
@@ -141,26 +142,24 @@ fn insert(out: &mut FileParse, object_ref: ObjectRef, object: Object, origin: &O
     out.objects.insert(object_ref, (object, origin.clone()));
 }
 
-fn de<T: DeserializeOwned>(value: Value) -> Result<Arc<T>, (String, String)> {
-    serde_path_to_error::deserialize(value)
-        .map(Arc::new)
-        .map_err(|e| {
-            (
-                e.path().to_string().trim_start_matches('.').to_string(),
-                e.into_inner().to_string(),
-            )
-        })
+fn de<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        (
+            e.path().to_string().trim_start_matches('.').to_string(),
+            e.into_inner().to_string(),
+        )
+    })
 }
 
 fn typed(kind: Kind, value: Value) -> Result<Object, (String, String)> {
     Ok(match kind {
-        Kind::Ingress => Object::Ingress(de(value)?),
-        Kind::IngressClass => Object::IngressClass(de(value)?),
-        Kind::Service => Object::Service(de(value)?),
-        Kind::EndpointSlice => Object::EndpointSlice(de(value)?),
-        Kind::Secret => Object::Secret(de(value)?),
-        Kind::ConfigMap => Object::ConfigMap(de(value)?),
-        Kind::BackendPolicy => Object::BackendPolicy(de(value)?),
+        Kind::Ingress => Object::Ingress(Arc::new(compact::ingress(de(value)?))),
+        Kind::IngressClass => Object::IngressClass(Arc::new(de(value)?)),
+        Kind::Service => Object::Service(Arc::new(compact::service(de(value)?))),
+        Kind::EndpointSlice => Object::EndpointSlice(Arc::new(compact::endpoint_slice(de(value)?))),
+        Kind::Secret => Object::Secret(Arc::new(de(value)?)),
+        Kind::ConfigMap => Object::ConfigMap(Arc::new(de(value)?)),
+        Kind::BackendPolicy => Object::BackendPolicy(Arc::new(de(value)?)),
     })
 }
 

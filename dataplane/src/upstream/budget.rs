@@ -2,6 +2,7 @@
 //! per second, so a failing backend is never hit by a retry storm.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use tokio::time::Instant;
 
@@ -19,20 +20,27 @@ struct Second {
 
 pub(crate) struct RetryBudget {
     start: Instant,
-    seconds: [Second; SLOTS],
+    /// Allocated by the first request: the window is 1.5 KiB, and of 10,000 backends in a
+    /// table most may never see traffic through this replica.
+    seconds: OnceLock<Box<[Second; SLOTS]>>,
 }
 
 impl RetryBudget {
     pub(crate) fn new() -> Self {
         Self {
             start: Instant::now(),
-            seconds: std::array::from_fn(|_| Second::default()),
+            seconds: OnceLock::new(),
         }
+    }
+
+    fn seconds(&self) -> &[Second; SLOTS] {
+        self.seconds
+            .get_or_init(|| Box::new(std::array::from_fn(|_| Second::default())))
     }
 
     fn slot(&self) -> (u64, &Second) {
         let now = self.start.elapsed().as_secs() + 1;
-        let slot = &self.seconds[(now as usize) % SLOTS];
+        let slot = &self.seconds()[(now as usize) % SLOTS];
         let seen = slot.epoch.load(Ordering::Acquire);
         if seen != now
             && slot
@@ -55,7 +63,7 @@ impl RetryBudget {
         let (now, current) = self.slot();
         let window = budget.window.as_secs().clamp(1, SLOTS as u64 - 1);
         let (mut requests, mut retries) = (0u64, 0u64);
-        for slot in &self.seconds {
+        for slot in self.seconds() {
             let epoch = slot.epoch.load(Ordering::Acquire);
             if epoch != 0 && epoch + window > now {
                 requests += slot.requests.load(Ordering::Acquire);
@@ -95,5 +103,20 @@ mod tests {
         tokio::time::advance(Duration::from_secs(11)).await;
         let granted = (0..100).filter(|_| b.try_withdraw(&budget)).count();
         assert_eq!(granted, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unused_budget_allocates_no_window() {
+        let budget = Budget {
+            ratio: 0.1,
+            window: Duration::from_secs(10),
+            min_per_second: 1,
+        };
+        let b = RetryBudget::new();
+        assert!(b.seconds.get().is_none());
+        // A retry before any request still gets the per-second minimum, and is counted.
+        let granted = (0..100).filter(|_| b.try_withdraw(&budget)).count();
+        assert_eq!(granted, 10);
+        assert!(b.seconds.get().is_some());
     }
 }
