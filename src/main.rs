@@ -289,7 +289,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// mimalloc: the request path allocates many small, short-lived objects across tasks; glibc's
 /// malloc spent about 10% of weir's CPU on them in the benchmark profile (`bench/results/`).
-/// Built without transparent huge pages (`no_thp`, see Cargo.toml).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
