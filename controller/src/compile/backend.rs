@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
-use k8s_openapi::api::core::v1::ServicePort;
+use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::ServiceBackendPort;
 use weir_dataplane::{Backend, BackendKey, Protocol, Roots, UpstreamTls};
@@ -18,12 +18,27 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const APP_PROTOCOL_H2C: &str = "kubernetes.io/h2c";
 pub const APP_PROTOCOL_H2: &str = "kubernetes.io/h2";
 
-/// EndpointSlices grouped by the Service they belong to.
-pub(super) struct SlicesByService<'i>(HashMap<ObjectKey, Vec<&'i EndpointSlice>>);
+/// Services by namespace and name, each with the EndpointSlices that belong to it: built once
+/// per compile, so resolving a backend is one hash lookup that allocates nothing.
+pub(super) struct Services<'i>(HashMap<&'i str, HashMap<&'i str, ServiceEntry<'i>>>);
 
-impl<'i> SlicesByService<'i> {
+pub(super) struct ServiceEntry<'i> {
+    service: &'i Service,
+    slices: Vec<&'i EndpointSlice>,
+}
+
+impl<'i> Services<'i> {
     pub(super) fn new(index: &'i Index) -> Self {
-        let mut map: HashMap<ObjectKey, Vec<&EndpointSlice>> = HashMap::new();
+        let mut map: HashMap<&str, HashMap<&str, ServiceEntry<'i>>> = HashMap::new();
+        for (key, entry) in &index.services {
+            map.entry(key.namespace.as_str()).or_default().insert(
+                key.name.as_str(),
+                ServiceEntry {
+                    service: &entry.object,
+                    slices: Vec::new(),
+                },
+            );
+        }
         for (key, entry) in &index.endpoint_slices {
             let service = entry
                 .object
@@ -31,13 +46,20 @@ impl<'i> SlicesByService<'i> {
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(SERVICE_NAME_LABEL));
-            if let Some(service) = service {
-                map.entry(ObjectKey::new(key.namespace.clone(), service.clone()))
-                    .or_default()
-                    .push(&entry.object);
+            // A slice whose Service does not exist serves nothing: the backend is unavailable.
+            let found = service.and_then(|s| {
+                map.get_mut(key.namespace.as_str())
+                    .and_then(|names| names.get_mut(s.as_str()))
+            });
+            if let Some(found) = found {
+                found.slices.push(&entry.object);
             }
         }
         Self(map)
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<&ServiceEntry<'i>> {
+        self.0.get(namespace)?.get(name)
     }
 }
 
@@ -75,7 +97,6 @@ pub(super) fn resolve(
     service: &str,
     port: &ServiceBackendPort,
 ) -> Resolved {
-    let index: &Index = ctx.index;
     let svc_key = ObjectKey::new(namespace, service);
     let mut key = BackendKey {
         namespace: namespace.to_string(),
@@ -84,10 +105,10 @@ pub(super) fn resolve(
         protocol: Protocol::Http1,
         tls: None,
     };
-    let Some(svc) = index.services.get(&svc_key) else {
+    let Some(entry) = ctx.services.get(namespace, service) else {
         return unavailable(ctx, key, format!("service {svc_key} not found"));
     };
-    let spec = svc.object.spec.as_ref();
+    let spec = entry.service.spec.as_ref();
     if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
         return unavailable(
             ctx,
@@ -137,7 +158,7 @@ pub(super) fn resolve(
     } else {
         None
     };
-    let slices = ctx.slices.0.get(&svc_key).map(Vec::as_slice).unwrap_or(&[]);
+    let slices = entry.slices.as_slice();
     Resolved {
         backend: Backend {
             key,

@@ -67,7 +67,7 @@ pub fn compile(index: &Index, options: &CompileOptions) -> Compiled {
     let size = index.ingresses.len();
     let mut ctx = Context {
         index,
-        slices: backend::SlicesByService::new(index),
+        services: backend::Services::new(index),
         certificates: tls::Certificates::default(),
         policies,
         default_policy: std::sync::Arc::new(options.default_policy.clone()),
@@ -82,11 +82,11 @@ pub fn compile(index: &Index, options: &CompileOptions) -> Compiled {
         .filter(|(_, e)| classes.owns(&e.object))
         .collect();
     // Conflicts resolve to the oldest Ingress, then by namespace/name. Objects without a
-    // creation timestamp (manifest files) count as newest.
-    ours.sort_by(|(ka, a), (kb, b)| {
-        let ta = a.object.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        let tb = b.object.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        (ta.is_none(), ta, *ka).cmp(&(tb.is_none(), tb, *kb))
+    // creation timestamp (manifest files) count as newest. The index iterates in key order and
+    // the sort is stable, so ties stay in namespace/name order without comparing names.
+    ours.sort_by_key(|(_, e)| {
+        let t = e.object.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        (t.is_none(), t)
     });
     let owned_ingresses = ours.iter().map(|(k, _)| (*k).clone()).collect();
     for (key, entry) in ours {
@@ -122,7 +122,7 @@ pub fn compile(index: &Index, options: &CompileOptions) -> Compiled {
 
 struct Context<'i> {
     index: &'i Index,
-    slices: backend::SlicesByService<'i>,
+    services: backend::Services<'i>,
     certificates: tls::Certificates,
     policies: policy::Policies,
     default_policy: std::sync::Arc<BackendPolicy>,
