@@ -38,6 +38,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
 export CARGO_TERM_COLOR=never
 log "target dir: $CARGO_TARGET_DIR"
 
+# Under `set -o pipefail` a reader that exits early (head, grep -q/-m) kills the writer with
+# SIGPIPE and fails the pipeline: that failed CI once (exit 141). Read the whole input instead.
+log "shell pipelines"
+if grep -rnE '(^|[^|])[|][[:space:]]*(head([[:space:]]|$)|grep[[:space:]]+-[a-zA-Z]*[qm])' \
+  scripts bench .ci --include='*.sh' --include=run; then
+  echo "test.sh: the lines above pipe into a reader that may exit early; use sed -n 1p or grep >/dev/null" >&2
+  exit 1
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
