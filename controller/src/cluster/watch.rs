@@ -111,7 +111,7 @@ pub(super) async fn run<K>(
         match event {
             Event::Init => relisted = Some(BTreeSet::new()),
             Event::InitApply(mut obj) | Event::Apply(mut obj) => {
-                crate::compact::metadata(obj.meta_mut());
+                compact::metadata(obj.meta_mut());
                 let key = key_of(obj.meta());
                 if let Some(seen) = relisted.as_mut() {
                     seen.insert(key.clone());

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use kube::Resource;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -142,13 +143,16 @@ fn insert(out: &mut FileParse, object_ref: ObjectRef, object: Object, origin: &O
     out.objects.insert(object_ref, (object, origin.clone()));
 }
 
-fn de<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+/// Deserializes one object and trims its metadata, as the Kubernetes source does.
+fn de<T: DeserializeOwned + Resource>(value: Value) -> Result<T, (String, String)> {
+    let mut object: T = serde_path_to_error::deserialize(value).map_err(|e| {
         (
             e.path().to_string().trim_start_matches('.').to_string(),
             e.into_inner().to_string(),
         )
-    })
+    })?;
+    compact::metadata(object.meta_mut());
+    Ok(object)
 }
 
 fn typed(kind: Kind, value: Value) -> Result<Object, (String, String)> {
