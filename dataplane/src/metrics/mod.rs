@@ -154,7 +154,7 @@ impl ProxyMetrics {
             &["service"],
         )?;
         registry.register(Box::new(streams_per_connection.clone()))?;
-        let local = Arc::new(RequestMetrics::new(&requests, &duration, "", ""));
+        let local = Arc::new(RequestMetrics::new(&requests, &duration, "", "".into()));
         Ok(Self {
             local,
             requests,
@@ -183,7 +183,7 @@ impl ProxyMetrics {
             cell: OnceLock::new(),
         };
         BackendMetrics(Arc::new(BackendSeries {
-            service: service.to_string(),
+            service: label.clone(),
             opened: lazy(&self.opened),
             goaway: lazy(&self.goaway),
             refused: lazy(&self.refused),
@@ -192,7 +192,7 @@ impl ProxyMetrics {
             states: OnceLock::new(),
             streams_per_connection: OnceLock::new(),
             picks: std::array::from_fn(|_| OnceLock::new()),
-            routes: RouteCache::new(&self.requests, &self.duration, service),
+            routes: RouteCache::new(&self.requests, &self.duration, label),
         }))
     }
 }
@@ -227,7 +227,8 @@ impl std::ops::Deref for BackendMetrics {
 
 #[derive(Debug)]
 pub(crate) struct BackendSeries {
-    pub(crate) service: String,
+    /// The label value, shared with the lazy counters and the route cache.
+    pub(crate) service: Arc<str>,
     pub(crate) opened: LazyCounter,
     pub(crate) goaway: LazyCounter,
     pub(crate) refused: LazyCounter,
@@ -248,7 +249,7 @@ impl BackendSeries {
             .get_or_init(|| {
                 self.vecs
                     .attempts
-                    .with_label_values(&[&self.service, "response"])
+                    .with_label_values(&[&*self.service, "response"])
             })
             .inc();
     }
@@ -256,21 +257,21 @@ impl BackendSeries {
     pub(crate) fn attempt_failed(&self, failure: Failure) {
         self.vecs
             .attempts
-            .with_label_values(&[&self.service, failure.label()])
+            .with_label_values(&[&*self.service, failure.label()])
             .inc();
     }
 
     pub(crate) fn retry(&self, reason: &str) {
         self.vecs
             .retries
-            .with_label_values(&[&self.service, reason])
+            .with_label_values(&[&*self.service, reason])
             .inc();
     }
 
     pub(crate) fn retry_skipped(&self, reason: SkipReason) {
         self.vecs
             .retries_skipped
-            .with_label_values(&[&self.service, reason.label()])
+            .with_label_values(&[&*self.service, reason.label()])
             .inc();
     }
 
@@ -279,7 +280,7 @@ impl BackendSeries {
             .get_or_init(|| {
                 self.vecs
                     .picks
-                    .with_label_values(&[&self.service, kind.label()])
+                    .with_label_values(&[&*self.service, kind.label()])
             })
             .inc();
     }
@@ -289,7 +290,7 @@ impl BackendSeries {
             ["connecting", "handshaking", "ready", "draining"].map(|state| {
                 self.vecs
                     .connections
-                    .with_label_values(&[&self.service, state])
+                    .with_label_values(&[&*self.service, state])
             })
         });
         match phase {
@@ -314,13 +315,13 @@ impl BackendSeries {
     pub(crate) fn closed(&self, reason: &str, streams: u64) {
         self.vecs
             .closed
-            .with_label_values(&[&self.service, reason])
+            .with_label_values(&[&*self.service, reason])
             .inc();
         self.streams_per_connection
             .get_or_init(|| {
                 self.vecs
                     .streams_per_connection
-                    .with_label_values(&[&self.service])
+                    .with_label_values(&[&*self.service])
             })
             .observe(streams as f64);
     }

@@ -34,7 +34,7 @@ impl Code {
 #[derive(Debug)]
 pub(crate) struct RequestMetrics {
     pub(crate) route: Box<str>,
-    pub(crate) service: Box<str>,
+    pub(crate) service: Arc<str>,
     requests: IntCounterVec,
     durations: HistogramVec,
     duration: OnceLock<Histogram>,
@@ -46,11 +46,11 @@ impl RequestMetrics {
         requests: &IntCounterVec,
         durations: &HistogramVec,
         route: &str,
-        service: &str,
+        service: Arc<str>,
     ) -> Self {
         Self {
             route: route.into(),
-            service: service.into(),
+            service,
             requests: requests.clone(),
             durations: durations.clone(),
             duration: OnceLock::new(),
@@ -89,16 +89,20 @@ impl RequestMetrics {
 pub(crate) struct RouteCache {
     requests: IntCounterVec,
     durations: HistogramVec,
-    service: Box<str>,
+    service: Arc<str>,
     routes: RwLock<Vec<Arc<RequestMetrics>>>,
 }
 
 impl RouteCache {
-    pub(crate) fn new(requests: &IntCounterVec, durations: &HistogramVec, service: &str) -> Self {
+    pub(crate) fn new(
+        requests: &IntCounterVec,
+        durations: &HistogramVec,
+        service: Arc<str>,
+    ) -> Self {
         Self {
             requests: requests.clone(),
             durations: durations.clone(),
-            service: service.into(),
+            service,
             routes: RwLock::new(Vec::new()),
         }
     }
@@ -122,7 +126,7 @@ impl RouteCache {
             &self.requests,
             &self.durations,
             route,
-            &self.service,
+            self.service.clone(),
         ));
         list.push(created.clone());
         created
@@ -145,7 +149,7 @@ mod tests {
     #[test]
     fn counts_common_and_rare_codes_under_the_same_labels() {
         let (requests, durations) = vecs();
-        let cache = RouteCache::new(&requests, &durations, "ns/svc:80");
+        let cache = RouteCache::new(&requests, &durations, "ns/svc:80".into());
         let m = cache.get("ns/ing");
         m.record(Code::Status(200), Duration::from_millis(1));
         cache

@@ -71,7 +71,7 @@ impl Drop for Completion {
                 "authority": f.authority,
                 "path": f.path,
                 "route": self.metrics.route,
-                "service": self.metrics.service,
+                "service": &*self.metrics.service,
                 "endpoint": endpoint,
                 "status": self.code.label(),
                 "bytes": self.bytes,
