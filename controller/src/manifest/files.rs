@@ -174,6 +174,14 @@ mod tests {
         objects.keys().map(|r| r.to_string()).collect()
     }
 
+    /// A temporary directory holding `a.yaml` with one Service (removed when dropped).
+    fn one_file() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("a.yaml");
+        std::fs::write(&a, ONE).unwrap();
+        (tmp, a)
+    }
+
     #[test]
     fn parses_only_what_changed() {
         let tmp = tempfile::tempdir().unwrap();
@@ -208,10 +216,7 @@ mod tests {
 
     #[test]
     fn settled_files_are_not_read() {
-        let tmp = tempfile::tempdir().unwrap();
-        let d = tmp.path();
-        let a = d.join("a.yaml");
-        std::fs::write(&a, ONE).unwrap();
+        let (_tmp, a) = one_file();
         let old = SystemTime::now() - Duration::from_secs(60);
         std::fs::File::options()
             .write(true)
@@ -226,10 +231,7 @@ mod tests {
 
     #[test]
     fn unreadable_file_keeps_its_objects() {
-        let tmp = tempfile::tempdir().unwrap();
-        let d = tmp.path();
-        let a = d.join("a.yaml");
-        std::fs::write(&a, ONE).unwrap();
+        let (_tmp, a) = one_file();
         let mut cache = FileCache::default();
         cache.refresh(std::slice::from_ref(&a));
         // A directory where the file was: it exists but cannot be read as text.

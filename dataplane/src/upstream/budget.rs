@@ -85,13 +85,18 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[tokio::test(start_paused = true)]
-    async fn ratio_and_minimum() {
-        let budget = Budget {
+    /// 10% of requests, at least 1 retry a second, over a 10 s window.
+    fn ten_percent_over_ten_seconds() -> Budget {
+        Budget {
             ratio: 0.1,
             window: Duration::from_secs(10),
             min_per_second: 1,
-        };
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ratio_and_minimum() {
+        let budget = ten_percent_over_ten_seconds();
         let b = RetryBudget::new();
         for _ in 0..100 {
             b.deposit();
@@ -107,11 +112,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_unused_budget_allocates_no_window() {
-        let budget = Budget {
-            ratio: 0.1,
-            window: Duration::from_secs(10),
-            min_per_second: 1,
-        };
+        let budget = ten_percent_over_ten_seconds();
         let b = RetryBudget::new();
         assert!(b.seconds.get().is_none());
         // A retry before any request still gets the per-second minimum, and is counted.
