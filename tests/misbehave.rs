@@ -807,7 +807,17 @@ async fn client_disconnect_stops_retries() {
         let mut tx = h2_client(http).await;
         exchange(&mut tx, "GET", "/", Bytes::new()).await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Leave once a retry is under way (the backend has seen two streams). A fixed sleep was
+    // not enough: the backoff is full-jitter (0-300 ms), so about one run in twenty fitted a
+    // third retry into it before the client left.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while r.peers[0].stats().streams < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no retry reached the backend within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     request.abort();
     let _ = request.await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
