@@ -11,7 +11,7 @@ pub mod manifest;
 pub mod object;
 pub mod publish;
 
-pub use compile::{compile, CompileOptions, Compiled};
+pub use compile::{compile, CompileOptions, Compiled, Compiler};
 pub use diagnostic::{Diagnostic, Severity};
 pub use index::Index;
 pub use object::{Kind, Object, ObjectKey, ObjectRef, Origin};

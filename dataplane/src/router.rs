@@ -88,7 +88,7 @@ mod tests {
         ];
         for (host, path, name) in rules {
             let id = backend(&mut b, name);
-            b.route(&HostMatch::parse(host), path.clone(), name, id)
+            b.route(&HostMatch::parse(host), path.clone(), *name, id)
                 .unwrap();
         }
         let d = backend(&mut b, "default");

@@ -4,11 +4,11 @@
 //! live outside tables, keyed by backend identity, so warm connections survive updates), then
 //! swaps the snapshot. A request loads the snapshot once and uses it to the end.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use foldhash::{HashMap, HashSet};
 use prometheus::Registry;
 use tokio::sync::watch;
 
@@ -67,7 +67,7 @@ impl Dataplane {
         };
         Ok(Arc::new(Self {
             current: Arc::new(ArcSwap::from_pointee(empty)),
-            pools: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::default()),
             sweeper: Sweeper::start(),
             metrics,
             registry,

@@ -4,7 +4,9 @@
 //! swaps whole tables. Backends are referred to by [`BackendId`], an index into the table's backend
 //! list, so a route can never point at a backend that is not in the same table.
 
-use std::collections::HashMap;
+// Host and backend maps use foldhash: several times faster than SipHash for these short keys,
+// and still seeded per map, so crafted names cannot make one slow.
+use foldhash::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -259,7 +261,7 @@ impl PathMatch {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Route {
     /// Bounded name used in metrics and logs: the owning object, e.g. `default/shop`.
-    pub name: String,
+    pub name: Arc<str>,
     pub path: PathMatch,
     pub backend: BackendId,
 }
@@ -329,19 +331,20 @@ pub struct RouteTable {
     pub(crate) wildcard_hosts: HashMap<String, HostRoutes>,
     pub(crate) any_host: HostRoutes,
     pub(crate) default_backend: Option<DefaultBackend>,
-    pub(crate) backends: Vec<Backend>,
+    /// Shared with the compiler, which keeps them for the next table.
+    pub(crate) backends: Vec<Arc<Backend>>,
     pub(crate) tls: TlsTable,
 }
 
 /// The catch-all for requests no rule matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DefaultBackend {
-    pub name: String,
+    pub name: Arc<str>,
     pub backend: BackendId,
 }
 
 impl RouteTable {
-    pub fn backends(&self) -> &[Backend] {
+    pub fn backends(&self) -> &[Arc<Backend>] {
         &self.backends
     }
 
@@ -380,7 +383,12 @@ impl RouteTable {
             && self.wildcard_hosts == other.wildcard_hosts
             && self.any_host == other.any_host
             && self.default_backend == other.default_backend
-            && self.backends == other.backends
+            && self
+                .backends
+                .iter()
+                .zip(&other.backends)
+                // Backends the compiler kept are shared by both tables.
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
             && self.tls == other.tls
     }
 }
@@ -443,7 +451,8 @@ impl RouteTableBuilder {
     }
 
     /// Adds a backend, or returns the id of the identical one already added.
-    pub fn backend(&mut self, backend: Backend) -> BackendId {
+    pub fn backend(&mut self, backend: impl Into<Arc<Backend>>) -> BackendId {
+        let backend = backend.into();
         if let Some(id) = self.backend_ids.get(&backend.key) {
             return *id;
         }
@@ -457,7 +466,7 @@ impl RouteTableBuilder {
         &mut self,
         host: &HostMatch,
         path: PathMatch,
-        name: &str,
+        name: impl Into<Arc<str>>,
         backend: BackendId,
     ) -> Result<(), Conflict> {
         let routes = match host {
@@ -468,26 +477,30 @@ impl RouteTableBuilder {
         if let Some(existing) = routes.routes.iter().find(|r| r.path == path) {
             return Err(Conflict {
                 what: format!("host {host} path {:?}", path),
-                winner: existing.name.clone(),
+                winner: existing.name.to_string(),
             });
         }
         routes.routes.push(Route {
-            name: name.to_string(),
+            name: name.into(),
             path,
             backend,
         });
         Ok(())
     }
 
-    pub fn default_backend(&mut self, name: &str, backend: BackendId) -> Result<(), Conflict> {
+    pub fn default_backend(
+        &mut self,
+        name: impl Into<Arc<str>>,
+        backend: BackendId,
+    ) -> Result<(), Conflict> {
         if let Some(existing) = &self.table.default_backend {
             return Err(Conflict {
                 what: "the default backend".to_string(),
-                winner: existing.name.clone(),
+                winner: existing.name.to_string(),
             });
         }
         self.table.default_backend = Some(DefaultBackend {
-            name: name.to_string(),
+            name: name.into(),
             backend,
         });
         Ok(())

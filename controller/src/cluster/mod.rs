@@ -23,7 +23,7 @@ pub use metrics::ClusterMetrics;
 pub use status::PublishTarget;
 
 use crate::compile::TLS_SECRET_TYPE;
-use crate::compile::{compile, CompileOptions};
+use crate::compile::{CompileOptions, Compiler};
 use crate::crd::BackendPolicy;
 use crate::diagnostic::Diagnostic;
 use crate::index::Index;
@@ -161,6 +161,8 @@ pub async fn run(
         metrics.clone(),
     ));
 
+    // Moved to the compile thread and back: it keeps each Ingress's compiled form.
+    let mut compiler = Compiler::new(options.compile.clone());
     loop {
         let notified = shared.changed.notified();
         notified.await;
@@ -186,13 +188,17 @@ pub async fn run(
         };
         let started = Instant::now();
         // Off the runtime workers: they serve traffic, and a large index takes a while.
-        let compile_options = options.compile.clone();
+        // If the compile panics, the next one starts from scratch.
+        let mut running = std::mem::replace(&mut compiler, Compiler::new(options.compile.clone()));
         let job = tokio::task::spawn_blocking(move || {
-            let compiled = compile(&index, &compile_options);
-            (index, compiled)
+            let compiled = running.compile(&index);
+            (running, index, compiled)
         });
         let (index, compiled) = match job.await {
-            Ok(done) => done,
+            Ok((running, index, compiled)) => {
+                compiler = running;
+                (index, compiled)
+            }
             Err(error) => {
                 tracing::error!(%error, "compile failed; the last table keeps serving");
                 continue;

@@ -1,7 +1,10 @@
 //! Resolving an Ingress backend (Service name + port) to a dataplane backend with endpoints.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use foldhash::HashMap;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -10,6 +13,7 @@ use weir_dataplane::{Backend, BackendKey, Protocol, Roots, UpstreamTls};
 
 use crate::crd::BackendTls;
 
+use super::fragment::{Deps, ServiceInputs};
 use super::Context;
 use crate::index::Index;
 use crate::object::ObjectKey;
@@ -23,13 +27,13 @@ pub const APP_PROTOCOL_H2: &str = "kubernetes.io/h2";
 pub(super) struct Services<'i>(HashMap<&'i str, HashMap<&'i str, ServiceEntry<'i>>>);
 
 pub(super) struct ServiceEntry<'i> {
-    service: &'i Service,
-    slices: Vec<&'i EndpointSlice>,
+    pub(super) service: &'i Arc<Service>,
+    pub(super) slices: Vec<&'i Arc<EndpointSlice>>,
 }
 
 impl<'i> Services<'i> {
     pub(super) fn new(index: &'i Index) -> Self {
-        let mut map: HashMap<&str, HashMap<&str, ServiceEntry<'i>>> = HashMap::new();
+        let mut map: HashMap<&str, HashMap<&str, ServiceEntry<'i>>> = HashMap::default();
         for (key, entry) in &index.services {
             map.entry(key.namespace.as_str()).or_default().insert(
                 key.name.as_str(),
@@ -58,7 +62,7 @@ impl<'i> Services<'i> {
         Self(map)
     }
 
-    fn get(&self, namespace: &str, name: &str) -> Option<&ServiceEntry<'i>> {
+    pub(super) fn get(&self, namespace: &str, name: &str) -> Option<&ServiceEntry<'i>> {
         self.0.get(namespace)?.get(name)
     }
 }
@@ -91,8 +95,10 @@ fn describe(port: &ServiceBackendPort) -> String {
     }
 }
 
+/// Records what it reads in `deps`.
 pub(super) fn resolve(
     ctx: &Context<'_>,
+    deps: &mut Deps,
     namespace: &str,
     service: &str,
     port: &ServiceBackendPort,
@@ -105,7 +111,15 @@ pub(super) fn resolve(
         protocol: Protocol::Http1,
         tls: None,
     };
-    let Some(entry) = ctx.services.get(namespace, service) else {
+    let entry = ctx.services.get(namespace, service);
+    deps.service(
+        service,
+        entry.map(|e| ServiceInputs {
+            service: e.service.clone(),
+            slices: e.slices.iter().map(|s| (*s).clone()).collect(),
+        }),
+    );
+    let Some(entry) = entry else {
         return unavailable(ctx, key, format!("service {svc_key} not found"));
     };
     let spec = entry.service.spec.as_ref();
@@ -148,7 +162,7 @@ pub(super) fn resolve(
         _ => Protocol::Http1,
     };
     let tls = if key.protocol.is_tls() {
-        match upstream_tls(ctx, &svc_key, tls_spec.as_ref()) {
+        match upstream_tls(ctx, deps, &svc_key, tls_spec.as_ref()) {
             Ok(tls) => {
                 key.tls = Some(tls.identity());
                 Some(tls)
@@ -175,6 +189,7 @@ pub(super) fn resolve(
 /// the Service's namespace) or the system roots, and its hostname or `<svc>.<ns>.svc`.
 fn upstream_tls(
     ctx: &Context<'_>,
+    deps: &mut Deps,
     service: &ObjectKey,
     spec: Option<&BackendTls>,
 ) -> Result<UpstreamTls, String> {
@@ -195,25 +210,31 @@ fn upstream_tls(
         let key = ObjectKey::new(service.namespace.clone(), r.name.clone());
         let data_key = r.key.as_deref().unwrap_or("ca.crt");
         let found = match r.kind.as_str() {
-            "ConfigMap" => ctx.index.config_maps.get(&key).and_then(|e| {
-                e.object
-                    .data
-                    .as_ref()?
-                    .get(data_key)
-                    .map(|v| v.as_bytes().to_vec())
-            }),
-            _ => ctx.index.secrets.get(&key).and_then(|e| {
-                let s = &e.object;
-                s.data
-                    .as_ref()
-                    .and_then(|d| d.get(data_key).map(|v| v.0.clone()))
-                    .or_else(|| {
-                        s.string_data
-                            .as_ref()?
-                            .get(data_key)
-                            .map(|v| v.as_bytes().to_vec())
-                    })
-            }),
+            "ConfigMap" => {
+                deps.config_map(ctx.index, &key);
+                ctx.index.config_maps.get(&key).and_then(|e| {
+                    e.object
+                        .data
+                        .as_ref()?
+                        .get(data_key)
+                        .map(|v| v.as_bytes().to_vec())
+                })
+            }
+            _ => {
+                deps.secret(ctx.index, &key);
+                ctx.index.secrets.get(&key).and_then(|e| {
+                    let s = &e.object;
+                    s.data
+                        .as_ref()
+                        .and_then(|d| d.get(data_key).map(|v| v.0.clone()))
+                        .or_else(|| {
+                            s.string_data
+                                .as_ref()?
+                                .get(data_key)
+                                .map(|v| v.as_bytes().to_vec())
+                        })
+                })
+            }
         };
         let source = format!("{} {key}", r.kind);
         let Some(bytes) = found else {
@@ -237,7 +258,7 @@ fn upstream_tls(
 }
 
 /// Ready, non-terminating addresses on the slice port that matches the Service port by name.
-fn ready_endpoints(slices: &[&EndpointSlice], svc_port: &ServicePort) -> Vec<SocketAddr> {
+fn ready_endpoints(slices: &[&Arc<EndpointSlice>], svc_port: &ServicePort) -> Vec<SocketAddr> {
     let want = svc_port.name.as_deref().unwrap_or("");
     let mut out = BTreeSet::new();
     for slice in slices {

@@ -1,38 +1,14 @@
 //! Ingress v1 rules → routes; `spec.tls` → certificates by SNI.
 
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
-use weir_dataplane::{BackendId, HostMatch, PathMatch};
+use std::sync::Arc;
 
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use weir_dataplane::{Backend, HostMatch, PathMatch};
+
+use super::fragment::{Fragment, Step};
 use super::{backend, Context};
 use crate::diagnostic::Diagnostic;
-use crate::index::Entry;
 use crate::object::{Kind, ObjectKey, ObjectRef};
-
-/// Collects the diagnostics of one Ingress, each naming it and its origin.
-struct Reporter<'a> {
-    key: &'a ObjectKey,
-    entry: &'a Entry<Ingress>,
-    out: Vec<Diagnostic>,
-}
-
-impl Reporter<'_> {
-    fn object(&self) -> Option<ObjectRef> {
-        Some(ObjectRef {
-            kind: Kind::Ingress,
-            key: self.key.clone(),
-        })
-    }
-
-    fn error(&mut self, field: String, message: impl Into<String>) {
-        let d = Diagnostic::error(self.object(), Some(field), message);
-        self.out.push(d.at(self.entry.origin.clone()));
-    }
-
-    fn warning(&mut self, field: String, message: impl Into<String>) {
-        let d = Diagnostic::warning(self.object(), Some(field), message);
-        self.out.push(d.at(self.entry.origin.clone()));
-    }
-}
 
 /// A DNS name, or `*.` followed by one, as Ingress hosts allow.
 fn valid_host(host: &str) -> Result<HostMatch, String> {
@@ -61,82 +37,125 @@ fn cross_namespace(ingress: &Ingress) -> Option<(String, String)> {
             return Some((format!("spec.tls[{i}].secretName"), secret.to_string()));
         }
     }
-    let mut backends: Vec<(String, &IngressBackend)> = Vec::new();
-    if let Some(b) = &spec.default_backend {
-        backends.push(("spec.defaultBackend".to_string(), b));
+    let foreign = |b: &IngressBackend| {
+        let name = b.service.as_ref()?.name.as_str();
+        name.contains('/').then(|| name.to_string())
+    };
+    if let Some(name) = spec.default_backend.as_ref().and_then(foreign) {
+        return Some(("spec.defaultBackend.service.name".to_string(), name));
     }
     for (r, rule) in spec.rules.iter().flatten().enumerate() {
         for (p, path) in rule.http.iter().flat_map(|h| h.paths.iter()).enumerate() {
-            backends.push((
-                format!("spec.rules[{r}].http.paths[{p}].backend"),
-                &path.backend,
-            ));
+            if let Some(name) = foreign(&path.backend) {
+                let field = format!("spec.rules[{r}].http.paths[{p}].backend.service.name");
+                return Some((field, name));
+            }
         }
     }
-    backends.into_iter().find_map(|(field, b)| {
-        let name = b.service.as_ref()?.name.as_str();
-        name.contains('/')
-            .then(|| (format!("{field}.service.name"), name.to_string()))
-    })
+    None
+}
+
+/// Collects one Ingress's fragment: its backends, claims and diagnostics, in field order.
+struct Collector<'a> {
+    key: &'a ObjectKey,
+    fragment: Fragment,
+}
+
+impl Collector<'_> {
+    fn report(&mut self, d: Diagnostic) {
+        self.fragment.steps.push(Step::Report(d));
+    }
+
+    fn object(&self) -> Option<ObjectRef> {
+        Some(ObjectRef {
+            kind: Kind::Ingress,
+            key: self.key.clone(),
+        })
+    }
+
+    fn error(&mut self, field: String, message: impl Into<String>) {
+        self.report(Diagnostic::error(self.object(), Some(field), message));
+    }
+
+    fn warning(&mut self, field: String, message: impl Into<String>) {
+        self.report(Diagnostic::warning(self.object(), Some(field), message));
+    }
+
+    /// The position of `backend` among the fragment's backends, added if new.
+    fn backend(&mut self, backend: Backend) -> usize {
+        let backends = &mut self.fragment.backends;
+        match backends.iter().position(|b| b.key == backend.key) {
+            Some(i) => i,
+            None => {
+                backends.push(Arc::new(backend));
+                backends.len() - 1
+            }
+        }
+    }
 }
 
 /// `field` names the backend in diagnostics; it is only built when there is one.
 fn resolve_backend(
     ctx: &mut Context<'_>,
-    report: &mut Reporter<'_>,
+    out: &mut Collector<'_>,
     namespace: &str,
     backend: &IngressBackend,
     field: impl Fn() -> String,
-) -> Option<BackendId> {
+) -> Option<usize> {
     let Some(service) = &backend.service else {
-        report.error(
+        out.error(
             field(),
             "only service backends are supported (resource backends are not)",
         );
         return None;
     };
     let Some(port) = &service.port else {
-        report.error(
+        out.error(
             format!("{}.service.port", field()),
             "a service port (number or name) is required",
         );
         return None;
     };
-    let resolved = backend::resolve(ctx, namespace, &service.name, port);
+    let resolved = backend::resolve(ctx, &mut out.fragment.deps, namespace, &service.name, port);
     if let Some(problem) = resolved.problem {
-        report.error(format!("{}.service", field()), problem);
+        out.error(format!("{}.service", field()), problem);
     }
-    Some(ctx.builder.backend(resolved.backend))
+    Some(out.backend(resolved.backend))
 }
 
-pub(super) fn compile_ingress(ctx: &mut Context<'_>, key: &ObjectKey, entry: &Entry<Ingress>) {
-    let mut report = Reporter {
+/// Compiles one Ingress on its own: what it claims is settled against the others by `link`.
+pub(super) fn compile_ingress(
+    ctx: &mut Context<'_>,
+    key: &ObjectKey,
+    ingress: &Arc<Ingress>,
+) -> Fragment {
+    let mut out = Collector {
         key,
-        entry,
-        out: Vec::new(),
+        fragment: Fragment {
+            ingress: ingress.clone(),
+            name: key.to_string().into(),
+            backends: Vec::new(),
+            steps: Vec::new(),
+            deps: Default::default(),
+            generation: 0,
+        },
     };
-    let name = key.to_string();
-    let ingress = &entry.object;
     if let Some((field, value)) = cross_namespace(ingress) {
-        report.error(
+        out.error(
             field,
             format!("{value:?} refers to another namespace; an Ingress may only use Services and Secrets in its own namespace, so the whole Ingress is rejected"),
         );
-        ctx.diagnostics.append(&mut report.out);
-        return;
+        return out.fragment;
     }
     let Some(spec) = &ingress.spec else {
-        ctx.diagnostics.append(&mut report.out);
-        return;
+        return out.fragment;
     };
 
     if let Some(default) = &spec.default_backend {
-        if let Some(id) = resolve_backend(ctx, &mut report, &key.namespace, default, || {
+        if let Some(backend) = resolve_backend(ctx, &mut out, &key.namespace, default, || {
             "spec.defaultBackend".to_string()
         }) {
-            if let Err(conflict) = ctx.builder.default_backend(&name, id) {
-                report.warning("spec.defaultBackend".into(), format!("ignored: {conflict}"));
-            }
+            out.fragment.steps.push(Step::DefaultBackend { backend });
         }
     }
 
@@ -146,7 +165,7 @@ pub(super) fn compile_ingress(ctx: &mut Context<'_>, key: &ObjectKey, entry: &En
             Some(h) => match valid_host(h) {
                 Ok(host) => host,
                 Err(message) => {
-                    report.error(format!("spec.rules[{r}].host"), message);
+                    out.error(format!("spec.rules[{r}].host"), message);
                     continue;
                 }
             },
@@ -155,7 +174,7 @@ pub(super) fn compile_ingress(ctx: &mut Context<'_>, key: &ObjectKey, entry: &En
             let field = || format!("spec.rules[{r}].http.paths[{p}]");
             let value = path.path.as_deref().unwrap_or("/");
             if !value.starts_with('/') {
-                report.error(
+                out.error(
                     format!("{}.path", field()),
                     format!("{value:?} must start with \"/\""),
                 );
@@ -166,52 +185,59 @@ pub(super) fn compile_ingress(ctx: &mut Context<'_>, key: &ObjectKey, entry: &En
                 // ImplementationSpecific is treated exactly like Prefix.
                 "Prefix" | "ImplementationSpecific" => PathMatch::prefix(value),
                 other => {
-                    report.error(
+                    out.error(
                         format!("{}.pathType", field()),
                         format!("{other:?} is not one of Exact, Prefix, ImplementationSpecific"),
                     );
                     continue;
                 }
             };
-            let Some(id) = resolve_backend(ctx, &mut report, &key.namespace, &path.backend, || {
-                format!("{}.backend", field())
-            }) else {
+            let Some(backend) =
+                resolve_backend(ctx, &mut out, &key.namespace, &path.backend, || {
+                    format!("{}.backend", field())
+                })
+            else {
                 continue;
             };
-            if let Err(conflict) = ctx.builder.route(&host, matcher, &name, id) {
-                report.warning(field(), format!("ignored: {conflict}"));
-            }
+            out.fragment.steps.push(Step::Route {
+                host: host.clone(),
+                matcher,
+                backend,
+                rule: r,
+                path: p,
+            });
         }
     }
 
     for (t, tls) in spec.tls.iter().flatten().enumerate() {
         let field = format!("spec.tls[{t}]");
         let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
-            report.warning(
+            out.warning(
                 format!("{field}.secretName"),
                 "no secretName: these hosts use the default certificate",
             );
             continue;
         };
         let secret_key = ObjectKey::new(key.namespace.clone(), secret);
+        out.fragment.deps.secret(ctx.index, &secret_key);
         let cert = match ctx.certificates.get(ctx.index, &secret_key) {
             Ok(cert) => cert,
             Err(message) => {
-                report.error(format!("{field}.secretName"), message);
+                out.error(format!("{field}.secretName"), message);
                 continue;
             }
         };
         for (h, host) in tls.hosts.iter().flatten().enumerate() {
-            let host_field = format!("{field}.hosts[{h}]");
             match valid_host(host) {
-                Ok(host) => {
-                    if let Err(conflict) = ctx.builder.certificate(&host, cert.clone()) {
-                        report.warning(host_field, format!("ignored: {conflict}"));
-                    }
-                }
-                Err(message) => report.error(host_field, message),
+                Ok(name) => out.fragment.steps.push(Step::Certificate {
+                    name,
+                    cert: cert.clone(),
+                    tls: t,
+                    host: h,
+                }),
+                Err(message) => out.error(format!("{field}.hosts[{h}]"), message),
             }
         }
     }
-    ctx.diagnostics.append(&mut report.out);
+    out.fragment
 }

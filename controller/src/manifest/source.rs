@@ -2,7 +2,8 @@
 //! the paths and applies every change in place.
 //!
 //! An apply reads and parses only the files that changed and updates the index with their
-//! objects; the compile and publish that follow are whole. It runs on a blocking thread, never
+//! objects; the compile that follows compiles again only the Ingresses whose objects changed,
+//! and links and publishes a whole new table. It runs on a blocking thread, never
 //! on a runtime worker, so traffic is served while a large configuration compiles.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use tokio::sync::mpsc;
 use super::debounce::Debounce;
 use super::files::FileCache;
 use super::merge::Merged;
-use crate::compile::{compile, CompileOptions};
+use crate::compile::{CompileOptions, Compiler};
 use crate::diagnostic::Diagnostic;
 use crate::publish::Publisher;
 
@@ -39,7 +40,8 @@ pub enum SourceError {
 
 pub struct ManifestSource {
     paths: Vec<PathBuf>,
-    options: CompileOptions,
+    /// Keeps each Ingress's compiled form for the next apply.
+    compiler: Compiler,
     /// What each file held at its last good read.
     files: FileCache,
     /// The index of all files' objects.
@@ -105,7 +107,7 @@ impl ManifestSource {
         }
         Ok(Self {
             paths,
-            options,
+            compiler: Compiler::new(options),
             files: FileCache::default(),
             merged: Merged::default(),
             compiled: false,
@@ -163,11 +165,12 @@ impl ManifestSource {
         }
         let index = &self.merged.index;
         let compile_started = Instant::now();
-        let compiled = compile(index, &self.options);
+        let compiled = self.compiler.compile(index);
         self.compiled = true;
         tracing::debug!(
             objects = index.len(),
             files_changed = refresh.changed.len(),
+            ingresses_recompiled = compiled.recompiled,
             read_ms = (compile_started - started).as_secs_f64() * 1e3,
             compile_ms = compile_started.elapsed().as_secs_f64() * 1e3,
             "manifests compiled"

@@ -155,7 +155,9 @@ impl BackendPool {
         unavailable: Option<&str>,
         policy: &Arc<BackendPolicy>,
     ) {
-        if **self.policy.load() != **policy {
+        // Tables built from unchanged objects share the policy itself: no need to compare.
+        let same = |current: &Arc<BackendPolicy>| Arc::ptr_eq(current, policy) || current == policy;
+        if !same(&self.policy.load()) {
             self.policy.store(policy.clone());
         }
         let reason = self.unavailable.load();

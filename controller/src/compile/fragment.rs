@@ -1,0 +1,149 @@
+//! What one Ingress contributes to a table, compiled on its own, and the objects it was compiled
+//! from.
+//!
+//! A fragment holds no decision that depends on another Ingress: routes, the default backend and
+//! certificates are claims that [`link`](super::link) settles in conflict order. So a fragment
+//! can be reused by the next compile as long as every object it read is still the same object
+//! (the same `Arc`), and the table that compile links is the one a compile from scratch gives.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+use weir_dataplane::{Backend, HostMatch, PathMatch, TlsCertificate};
+
+use super::backend::Services;
+use crate::diagnostic::Diagnostic;
+use crate::index::Index;
+use crate::object::ObjectKey;
+
+/// One Ingress, compiled.
+#[derive(Debug)]
+pub(super) struct Fragment {
+    /// The Ingress it was compiled from.
+    pub(super) ingress: Arc<Ingress>,
+    /// `namespace/name`, the routes' name in the table and in metrics.
+    pub(super) name: Arc<str>,
+    /// The backends its steps use, by position.
+    pub(super) backends: Vec<Arc<Backend>>,
+    /// In field order, so diagnostics come out in the order a reader of the Ingress expects.
+    pub(super) steps: Vec<Step>,
+    pub(super) deps: Deps,
+    /// The compile that last linked it.
+    pub(super) generation: u64,
+}
+
+/// A claim on the table or a diagnostic, in the Ingress's field order.
+#[derive(Debug)]
+pub(super) enum Step {
+    /// A diagnostic about this Ingress alone (its origin is added when linking).
+    Report(Diagnostic),
+    /// `spec.defaultBackend`.
+    DefaultBackend { backend: usize },
+    /// `spec.rules[rule].http.paths[path]`.
+    Route {
+        host: HostMatch,
+        matcher: PathMatch,
+        backend: usize,
+        rule: usize,
+        path: usize,
+    },
+    /// `spec.tls[tls].hosts[host]`.
+    Certificate {
+        name: HostMatch,
+        cert: TlsCertificate,
+        tls: usize,
+        host: usize,
+    },
+}
+
+/// Every object a fragment read besides its Ingress, as it was then (`None`: it did not exist).
+/// All of them are in the Ingress's namespace: references to other namespaces are rejected before
+/// anything is read.
+#[derive(Debug, Default)]
+pub(super) struct Deps {
+    /// By Service name: the Service and the EndpointSlices that were its.
+    pub(super) services: Vec<(String, Option<ServiceInputs>)>,
+    pub(super) secrets: Vec<(ObjectKey, Option<Arc<Secret>>)>,
+    pub(super) config_maps: Vec<(ObjectKey, Option<Arc<ConfigMap>>)>,
+}
+
+#[derive(Debug)]
+pub(super) struct ServiceInputs {
+    pub(super) service: Arc<Service>,
+    pub(super) slices: Vec<Arc<EndpointSlice>>,
+}
+
+fn same<T>(then: &Option<Arc<T>>, now: Option<&Arc<T>>) -> bool {
+    match (then, now) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+impl Deps {
+    pub(super) fn service(&mut self, name: &str, inputs: Option<ServiceInputs>) {
+        if !self.services.iter().any(|(n, _)| n == name) {
+            self.services.push((name.to_string(), inputs));
+        }
+    }
+
+    pub(super) fn secret(&mut self, index: &Index, key: &ObjectKey) {
+        if !self.secrets.iter().any(|(k, _)| k == key) {
+            let now = index.secrets.get(key).map(|e| e.object.clone());
+            self.secrets.push((key.clone(), now));
+        }
+    }
+
+    pub(super) fn config_map(&mut self, index: &Index, key: &ObjectKey) {
+        if !self.config_maps.iter().any(|(k, _)| k == key) {
+            let now = index.config_maps.get(key).map(|e| e.object.clone());
+            self.config_maps.push((key.clone(), now));
+        }
+    }
+
+    /// Whether every object read is still the same object.
+    fn unchanged(&self, namespace: &str, index: &Index, services: &Services<'_>) -> bool {
+        let services_same = self.services.iter().all(|(name, then)| {
+            let now = services.get(namespace, name);
+            match (then, now) {
+                (None, None) => true,
+                (Some(then), Some(now)) => {
+                    Arc::ptr_eq(&then.service, now.service)
+                        && then.slices.len() == now.slices.len()
+                        && then
+                            .slices
+                            .iter()
+                            .zip(&now.slices)
+                            .all(|(a, b)| Arc::ptr_eq(a, b))
+                }
+                _ => false,
+            }
+        });
+        services_same
+            && self
+                .secrets
+                .iter()
+                .all(|(key, then)| same(then, index.secrets.get(key).map(|e| &e.object)))
+            && self
+                .config_maps
+                .iter()
+                .all(|(key, then)| same(then, index.config_maps.get(key).map(|e| &e.object)))
+    }
+}
+
+impl Fragment {
+    /// Whether compiling `ingress` again would give this fragment: it is the same object and
+    /// so is everything it read.
+    pub(super) fn still_valid(
+        &self,
+        key: &ObjectKey,
+        ingress: &Arc<Ingress>,
+        index: &Index,
+        services: &Services<'_>,
+    ) -> bool {
+        Arc::ptr_eq(&self.ingress, ingress) && self.deps.unchanged(&key.namespace, index, services)
+    }
+}
