@@ -125,13 +125,15 @@ impl Shared {
 pub enum ClusterError {
     #[error("cannot connect to the Kubernetes API: {0}")]
     Client(#[from] kube::Error),
+    #[error("the compile thread failed: {0}")]
+    Compile(#[from] tokio::task::JoinError),
 }
 
 /// Watches the cluster and publishes tables until the process ends.
 pub async fn run(
     client: Client,
     options: ClusterOptions,
-    mut publisher: Publisher,
+    publisher: Publisher,
     metrics: ClusterMetrics,
 ) -> Result<(), ClusterError> {
     let shared = Arc::new(Shared {
@@ -161,8 +163,8 @@ pub async fn run(
         metrics.clone(),
     ));
 
-    // Moved to the compile thread and back: it keeps each Ingress's compiled form.
-    let mut compiler = Compiler::new(options.compile.clone());
+    // Both move to the compile thread and back; the compiler keeps each Ingress's compiled form.
+    let mut worker = Some((Compiler::new(options.compile.clone()), publisher));
     loop {
         let notified = shared.changed.notified();
         notified.await;
@@ -176,55 +178,78 @@ pub async fn run(
                 break;
             }
         }
-        let (index, pending_since, unreadable) = {
-            let mut state = shared.lock();
-            if state.synced < watches {
-                // Do not serve half a cluster: wait until every watch has listed.
-                continue;
-            }
-            let unreadable: Vec<Diagnostic> =
-                state.unreadable.iter().map(|(_, _, d)| d.clone()).collect();
-            (state.index.clone(), state.pending_since.take(), unreadable)
-        };
-        let started = Instant::now();
-        // Off the runtime workers: they serve traffic, and a large index takes a while.
-        // If the compile panics, the next one starts from scratch.
-        let mut running = std::mem::replace(&mut compiler, Compiler::new(options.compile.clone()));
-        let job = tokio::task::spawn_blocking(move || {
-            let compiled = running.compile(&index);
-            (running, index, compiled)
-        });
-        let (index, compiled) = match job.await {
-            Ok((running, index, compiled)) => {
-                compiler = running;
-                (index, compiled)
-            }
-            Err(error) => {
-                tracing::error!(%error, "compile failed; the last table keeps serving");
-                continue;
-            }
-        };
-        metrics
-            .compile_duration
-            .observe(started.elapsed().as_secs_f64());
-        publisher.metrics().count_errors("parse", unreadable.len());
-        for d in &unreadable {
-            d.log();
+        // Do not serve half a cluster: wait until every watch has listed.
+        if shared.lock().synced < watches {
+            continue;
         }
-        let mut diagnostics = compiled.diagnostics.clone();
-        diagnostics.extend(unreadable);
-        let status = status::Input {
-            index: Arc::new(index),
-            policy_status: compiled.policy_status.clone(),
-            owned_ingresses: compiled.owned_ingresses.clone(),
-            diagnostics,
+        // Copying the index, compiling, comparing with the current table and dropping the last
+        // copy each take a while with a large cluster: all of it runs on a blocking thread, off
+        // the runtime workers that serve traffic.
+        let Some((mut compiler, mut publisher)) = worker.take() else {
+            return Ok(());
         };
-        let published = publisher.publish(compiled, started.into_std());
-        if let (true, Some(since)) = (published, pending_since) {
-            metrics.propagation.observe(since.elapsed().as_secs_f64());
+        let job_shared = shared.clone();
+        let job_metrics = metrics.clone();
+        let (compiler, publisher, status) = tokio::task::spawn_blocking(move || {
+            let status =
+                compile_and_publish(&job_shared, &mut compiler, &mut publisher, &job_metrics);
+            (compiler, publisher, status)
+        })
+        .await?;
+        worker = Some((compiler, publisher));
+        if let Some(status) = status {
+            let previous = status_tx.send_replace(Some(Arc::new(status)));
+            // The previous input holds a copy of the whole index: free it off the runtime too.
+            tokio::task::spawn_blocking(move || drop(previous));
         }
-        status_tx.send_replace(Some(Arc::new(status)));
     }
+}
+
+/// One compile on the blocking thread: copies the index, compiles, publishes; returns what the
+/// status writer needs, or nothing if the compile panicked (the last table keeps serving).
+fn compile_and_publish(
+    shared: &Shared,
+    compiler: &mut Compiler,
+    publisher: &mut Publisher,
+    metrics: &ClusterMetrics,
+) -> Option<status::Input> {
+    let (index, pending_since, unreadable) = {
+        let mut state = shared.lock();
+        let unreadable: Vec<Diagnostic> =
+            state.unreadable.iter().map(|(_, _, d)| d.clone()).collect();
+        (state.index.clone(), state.pending_since.take(), unreadable)
+    };
+    let started = std::time::Instant::now();
+    let compiled =
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compiler.compile(&index))) {
+            Ok(compiled) => compiled,
+            Err(_) => {
+                tracing::error!("compile panicked; the last table keeps serving");
+                // Start the next one from scratch.
+                *compiler = Compiler::new(compiler.options().clone());
+                return None;
+            }
+        };
+    metrics
+        .compile_duration
+        .observe(started.elapsed().as_secs_f64());
+    publisher.metrics().count_errors("parse", unreadable.len());
+    for d in &unreadable {
+        d.log();
+    }
+    let mut diagnostics = compiled.diagnostics.clone();
+    diagnostics.extend(unreadable);
+    let status = status::Input {
+        index: Arc::new(index),
+        policy_status: compiled.policy_status.clone(),
+        owned_ingresses: compiled.owned_ingresses.clone(),
+        diagnostics,
+    };
+    let published = publisher.publish(compiled, started);
+    if let (true, Some(since)) = (published, pending_since) {
+        metrics.propagation.observe(since.elapsed().as_secs_f64());
+    }
+    Some(status)
 }
 
 /// Starts one watch per kind (per namespace for namespaced kinds); returns how many.
