@@ -133,7 +133,7 @@ pub enum ClusterError {
 pub async fn run(
     client: Client,
     options: ClusterOptions,
-    publisher: Publisher,
+    mut publisher: Publisher,
     metrics: ClusterMetrics,
 ) -> Result<(), ClusterError> {
     let shared = Arc::new(Shared {
@@ -163,8 +163,9 @@ pub async fn run(
         metrics.clone(),
     ));
 
-    // Both move to the compile thread and back; the compiler keeps each Ingress's compiled form.
-    let mut worker = Some((Compiler::new(options.compile.clone()), publisher));
+    // It moves to the compile thread and back with the publisher, keeping each Ingress's
+    // compiled form.
+    let mut compiler = Compiler::new(options.compile.clone());
     loop {
         let notified = shared.changed.notified();
         notified.await;
@@ -185,18 +186,15 @@ pub async fn run(
         // Copying the index, compiling, comparing with the current table and dropping the last
         // copy each take a while with a large cluster: all of it runs on a blocking thread, off
         // the runtime workers that serve traffic.
-        let Some((mut compiler, mut publisher)) = worker.take() else {
-            return Ok(());
-        };
         let job_shared = shared.clone();
         let job_metrics = metrics.clone();
-        let (compiler, publisher, status) = tokio::task::spawn_blocking(move || {
+        let status;
+        (compiler, publisher, status) = tokio::task::spawn_blocking(move || {
             let status =
                 compile_and_publish(&job_shared, &mut compiler, &mut publisher, &job_metrics);
             (compiler, publisher, status)
         })
         .await?;
-        worker = Some((compiler, publisher));
         if let Some(status) = status {
             let previous = status_tx.send_replace(Some(Arc::new(status)));
             // The previous input holds a copy of the whole index: free it off the runtime too.

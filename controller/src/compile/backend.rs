@@ -210,31 +210,26 @@ fn upstream_tls(
         let key = ObjectKey::new(service.namespace.clone(), r.name.clone());
         let data_key = r.key.as_deref().unwrap_or("ca.crt");
         let found = match r.kind.as_str() {
-            "ConfigMap" => {
-                deps.config_map(ctx.index, &key);
-                ctx.index.config_maps.get(&key).and_then(|e| {
-                    e.object
-                        .data
+            "ConfigMap" => deps
+                .config_maps
+                .get(&ctx.index.config_maps, &key)
+                .and_then(|c| {
+                    c.data
                         .as_ref()?
                         .get(data_key)
                         .map(|v| v.as_bytes().to_vec())
-                })
-            }
-            _ => {
-                deps.secret(ctx.index, &key);
-                ctx.index.secrets.get(&key).and_then(|e| {
-                    let s = &e.object;
-                    s.data
-                        .as_ref()
-                        .and_then(|d| d.get(data_key).map(|v| v.0.clone()))
-                        .or_else(|| {
-                            s.string_data
-                                .as_ref()?
-                                .get(data_key)
-                                .map(|v| v.as_bytes().to_vec())
-                        })
-                })
-            }
+                }),
+            _ => deps.secrets.get(&ctx.index.secrets, &key).and_then(|s| {
+                s.data
+                    .as_ref()
+                    .and_then(|d| d.get(data_key).map(|v| v.0.clone()))
+                    .or_else(|| {
+                        s.string_data
+                            .as_ref()?
+                            .get(data_key)
+                            .map(|v| v.as_bytes().to_vec())
+                    })
+            }),
         };
         let source = format!("{} {key}", r.kind);
         let Some(bytes) = found else {

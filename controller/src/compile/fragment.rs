@@ -6,6 +6,7 @@
 //! can be reused by the next compile as long as every object it read is still the same object
 //! (the same `Arc`), and the table that compile links is the one a compile from scratch gives.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -15,7 +16,7 @@ use weir_dataplane::{Backend, HostMatch, PathMatch, TlsCertificate};
 
 use super::backend::Services;
 use crate::diagnostic::Diagnostic;
-use crate::index::Index;
+use crate::index::{Entry, Index};
 use crate::object::ObjectKey;
 
 /// One Ingress, compiled.
@@ -25,8 +26,6 @@ pub(super) struct Fragment {
     pub(super) ingress: Arc<Ingress>,
     /// `namespace/name`, the routes' name in the table and in metrics.
     pub(super) name: Arc<str>,
-    /// The backends its steps use, by position.
-    pub(super) backends: Vec<Arc<Backend>>,
     /// In field order, so diagnostics come out in the order a reader of the Ingress expects.
     pub(super) steps: Vec<Step>,
     pub(super) deps: Deps,
@@ -40,12 +39,12 @@ pub(super) enum Step {
     /// A diagnostic about this Ingress alone (its origin is added when linking).
     Report(Diagnostic),
     /// `spec.defaultBackend`.
-    DefaultBackend { backend: usize },
+    DefaultBackend { backend: Arc<Backend> },
     /// `spec.rules[rule].http.paths[path]`.
     Route {
         host: HostMatch,
         matcher: PathMatch,
-        backend: usize,
+        backend: Arc<Backend>,
         rule: usize,
         path: usize,
     },
@@ -65,8 +64,44 @@ pub(super) enum Step {
 pub(super) struct Deps {
     /// By Service name: the Service and the EndpointSlices that were its.
     pub(super) services: Vec<(String, Option<ServiceInputs>)>,
-    pub(super) secrets: Vec<(ObjectKey, Option<Arc<Secret>>)>,
-    pub(super) config_maps: Vec<(ObjectKey, Option<Arc<ConfigMap>>)>,
+    pub(super) secrets: Reads<Secret>,
+    pub(super) config_maps: Reads<ConfigMap>,
+}
+
+/// Objects of one kind looked up by key, as they were (`None`: not there).
+#[derive(Debug)]
+pub(super) struct Reads<T>(Vec<(ObjectKey, Option<Arc<T>>)>);
+
+impl<T> Default for Reads<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> Reads<T> {
+    /// Looks `key` up in `map` and remembers what was there.
+    pub(super) fn get<'i>(
+        &mut self,
+        map: &'i BTreeMap<ObjectKey, Entry<T>>,
+        key: &ObjectKey,
+    ) -> Option<&'i Arc<T>> {
+        let now = map.get(key).map(|e| &e.object);
+        if !self.0.iter().any(|(k, _)| k == key) {
+            self.0.push((key.clone(), now.cloned()));
+        }
+        now
+    }
+
+    /// Whether every key still holds the same object (or still nothing).
+    fn unchanged(&self, map: &BTreeMap<ObjectKey, Entry<T>>) -> bool {
+        self.0.iter().all(
+            |(key, then)| match (then, map.get(key).map(|e| &e.object)) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            },
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -75,32 +110,10 @@ pub(super) struct ServiceInputs {
     pub(super) slices: Vec<Arc<EndpointSlice>>,
 }
 
-fn same<T>(then: &Option<Arc<T>>, now: Option<&Arc<T>>) -> bool {
-    match (then, now) {
-        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-        (None, None) => true,
-        _ => false,
-    }
-}
-
 impl Deps {
     pub(super) fn service(&mut self, name: &str, inputs: Option<ServiceInputs>) {
         if !self.services.iter().any(|(n, _)| n == name) {
             self.services.push((name.to_string(), inputs));
-        }
-    }
-
-    pub(super) fn secret(&mut self, index: &Index, key: &ObjectKey) {
-        if !self.secrets.iter().any(|(k, _)| k == key) {
-            let now = index.secrets.get(key).map(|e| e.object.clone());
-            self.secrets.push((key.clone(), now));
-        }
-    }
-
-    pub(super) fn config_map(&mut self, index: &Index, key: &ObjectKey) {
-        if !self.config_maps.iter().any(|(k, _)| k == key) {
-            let now = index.config_maps.get(key).map(|e| e.object.clone());
-            self.config_maps.push((key.clone(), now));
         }
     }
 
@@ -123,14 +136,8 @@ impl Deps {
             }
         });
         services_same
-            && self
-                .secrets
-                .iter()
-                .all(|(key, then)| same(then, index.secrets.get(key).map(|e| &e.object)))
-            && self
-                .config_maps
-                .iter()
-                .all(|(key, then)| same(then, index.config_maps.get(key).map(|e| &e.object)))
+            && self.secrets.unchanged(&index.secrets)
+            && self.config_maps.unchanged(&index.config_maps)
     }
 }
 

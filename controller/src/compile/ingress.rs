@@ -80,18 +80,6 @@ impl Collector<'_> {
     fn warning(&mut self, field: String, message: impl Into<String>) {
         self.report(Diagnostic::warning(self.object(), Some(field), message));
     }
-
-    /// The position of `backend` among the fragment's backends, added if new.
-    fn backend(&mut self, backend: Backend) -> usize {
-        let backends = &mut self.fragment.backends;
-        match backends.iter().position(|b| b.key == backend.key) {
-            Some(i) => i,
-            None => {
-                backends.push(Arc::new(backend));
-                backends.len() - 1
-            }
-        }
-    }
 }
 
 /// `field` names the backend in diagnostics; it is only built when there is one.
@@ -101,7 +89,7 @@ fn resolve_backend(
     namespace: &str,
     backend: &IngressBackend,
     field: impl Fn() -> String,
-) -> Option<usize> {
+) -> Option<Arc<Backend>> {
     let Some(service) = &backend.service else {
         out.error(
             field(),
@@ -120,7 +108,7 @@ fn resolve_backend(
     if let Some(problem) = resolved.problem {
         out.error(format!("{}.service", field()), problem);
     }
-    Some(out.backend(resolved.backend))
+    Some(Arc::new(resolved.backend))
 }
 
 /// Compiles one Ingress on its own: what it claims is settled against the others by `link`.
@@ -134,7 +122,6 @@ pub(super) fn compile_ingress(
         fragment: Fragment {
             ingress: ingress.clone(),
             name: key.to_string().into(),
-            backends: Vec::new(),
             steps: Vec::new(),
             deps: Default::default(),
             generation: 0,
@@ -219,7 +206,10 @@ pub(super) fn compile_ingress(
             continue;
         };
         let secret_key = ObjectKey::new(key.namespace.clone(), secret);
-        out.fragment.deps.secret(ctx.index, &secret_key);
+        out.fragment
+            .deps
+            .secrets
+            .get(&ctx.index.secrets, &secret_key);
         let cert = match ctx.certificates.get(ctx.index, &secret_key) {
             Ok(cert) => cert,
             Err(message) => {

@@ -1,7 +1,7 @@
 //! Settles the Ingresses' claims into one table, in conflict order: the first claim on a host
 //! and path, a certificate name or the default backend wins, and the others are reported.
 
-use weir_dataplane::{BackendId, RouteTableBuilder};
+use weir_dataplane::RouteTableBuilder;
 
 use super::fragment::{Fragment, Step};
 use crate::diagnostic::Diagnostic;
@@ -10,8 +10,6 @@ use crate::object::{Kind, ObjectKey, ObjectRef, Origin};
 pub(super) struct Linker {
     pub(super) builder: RouteTableBuilder,
     pub(super) diagnostics: Vec<Diagnostic>,
-    /// The table's ids of the backends of the fragment being added (reused, not reallocated).
-    ids: Vec<BackendId>,
 }
 
 impl Linker {
@@ -21,20 +19,11 @@ impl Linker {
         Self {
             builder: RouteTableBuilder::with_capacity(ingresses, ingresses),
             diagnostics: Vec::new(),
-            ids: Vec::new(),
         }
     }
 
     /// Adds one Ingress's fragment, after every Ingress that wins a conflict with it.
     pub(super) fn add(&mut self, key: &ObjectKey, origin: Option<&Origin>, fragment: &Fragment) {
-        let mut ids = std::mem::take(&mut self.ids);
-        ids.clear();
-        ids.extend(
-            fragment
-                .backends
-                .iter()
-                .map(|b| self.builder.backend(b.clone())),
-        );
         let lost = |field: String, conflict: weir_dataplane::Conflict| {
             let object = ObjectRef {
                 kind: Kind::Ingress,
@@ -45,22 +34,26 @@ impl Linker {
         for step in &fragment.steps {
             let diagnostic = match step {
                 Step::Report(d) => Some(d.clone()),
-                Step::DefaultBackend { backend } => self
-                    .builder
-                    .default_backend(fragment.name.clone(), ids[*backend])
-                    .err()
-                    .map(|c| lost("spec.defaultBackend".to_string(), c)),
+                Step::DefaultBackend { backend } => {
+                    let id = self.builder.backend(backend.clone());
+                    self.builder
+                        .default_backend(fragment.name.clone(), id)
+                        .err()
+                        .map(|c| lost("spec.defaultBackend".to_string(), c))
+                }
                 Step::Route {
                     host,
                     matcher,
                     backend,
                     rule,
                     path,
-                } => self
-                    .builder
-                    .route(host, matcher.clone(), fragment.name.clone(), ids[*backend])
-                    .err()
-                    .map(|c| lost(format!("spec.rules[{rule}].http.paths[{path}]"), c)),
+                } => {
+                    let id = self.builder.backend(backend.clone());
+                    self.builder
+                        .route(host, matcher.clone(), fragment.name.clone(), id)
+                        .err()
+                        .map(|c| lost(format!("spec.rules[{rule}].http.paths[{path}]"), c))
+                }
                 Step::Certificate {
                     name,
                     cert,
@@ -76,6 +69,5 @@ impl Linker {
                 self.diagnostics.push(d.at(origin.cloned()));
             }
         }
-        self.ids = ids;
     }
 }
