@@ -8,8 +8,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The checkout's root. Cargo tells the running test where its package is; the path compiled
+/// into this library is only a fallback, because a build cache shared between checkouts can
+/// hold a copy of this library compiled in another one.
+fn repo_root() -> PathBuf {
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let running = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    running
+        .into_iter()
+        .flat_map(|dir| [dir.clone(), dir.join("..")])
+        .chain([compiled.clone()])
+        .find(|dir| dir.join("testkit/support/backend.py").is_file())
+        .unwrap_or(compiled)
+}
+
 fn scripts() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/controlplane")
+    repo_root().join("scripts/controlplane")
 }
 
 fn run(cmd: &mut Command, what: &str) -> String {
@@ -227,7 +241,7 @@ impl NetnsBackend {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .expect("netns.sh ip prints HOST_IP NS_IP");
-        let backend = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/backend.py");
+        let backend = repo_root().join("testkit/support/backend.py");
         let child = Command::new("ip")
             .args(["netns", "exec", netns, "python3"])
             .arg(&backend)

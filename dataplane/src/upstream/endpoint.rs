@@ -22,8 +22,10 @@ pub(crate) struct Endpoint {
     pub(crate) tls: Option<Arc<UpstreamTls>>,
     /// HTTP/2 connections in every phase but closed.
     h2: Mutex<Vec<Arc<H2Conn>>>,
-    /// Idle HTTP/1.1 connections.
-    h1_idle: Mutex<Vec<H1Conn>>,
+    /// Idle HTTP/1.1 connections. Boxed: a connection moves from here into a request, its
+    /// response body and back, and a pointer is cheaper to move than the connection.
+    #[allow(clippy::vec_box)]
+    h1_idle: Mutex<Vec<Box<H1Conn>>>,
     /// Open HTTP/1.1 connections (idle or busy), for the per-endpoint limit.
     pub(crate) open: AtomicUsize,
     /// Woken when a slot frees, a connection changes phase, or one closes.
@@ -37,7 +39,7 @@ pub(crate) struct Endpoint {
 /// A place to send one request.
 pub(crate) enum Lease {
     H2(Slot),
-    H1(H1Conn),
+    H1(Box<H1Conn>),
     /// Open a new HTTP/1.1 connection (already counted in `open`).
     DialH1 {
         private: bool,
@@ -294,12 +296,19 @@ impl Endpoint {
         metrics: &BackendMetrics,
     ) -> Option<Lease> {
         let mut idle = lock(&self.h1_idle);
-        idle.retain(|c| c.is_usable());
-        let candidates: Vec<Candidate> = idle.iter().map(H1Conn::candidate).collect();
+        let candidates: Vec<Candidate> = idle.iter().map(|c| c.candidate()).collect();
         match select::pick(Self::request(want, policy.pool.reuse), &candidates) {
             Pick::Use(i) => {
+                let mut conn = idle.swap_remove(i);
+                // Only the chosen connection is checked; one the backend closed while it sat
+                // idle is dropped here and the choice is made again.
+                if !conn.is_usable() {
+                    drop(idle);
+                    drop(conn);
+                    return self.try_lease_h1(want, policy, metrics);
+                }
                 metrics.pick(Self::pick_kind(&candidates[i]));
-                Some(Lease::H1(idle.swap_remove(i)))
+                Some(Lease::H1(conn))
             }
             Pick::Dial { private } => {
                 let open = self.open.load(Ordering::Acquire);
@@ -317,7 +326,7 @@ impl Endpoint {
         }
     }
 
-    pub(crate) fn put_idle(&self, conn: H1Conn) {
+    pub(crate) fn put_idle(&self, conn: Box<H1Conn>) {
         let mut idle = lock(&self.h1_idle);
         if !self.retired.load(Ordering::Acquire) {
             idle.push(conn);
@@ -349,14 +358,23 @@ impl Endpoint {
             }
         }
         lock(&self.h2).retain(|c| c.phase() != Phase::Closed);
-        lock(&self.h1_idle).retain(|c| {
-            c.is_usable()
-                && !c.owner_gone()
-                && c.idle_since.elapsed() < pool.idle_timeout
-                && pool.max_connection_age.is_none_or(|max| c.age() < max)
-                && pool
+        lock(&self.h1_idle).retain_mut(|c| {
+            if !c.is_usable() {
+                return false;
+            }
+            if c.idle_since.elapsed() >= pool.idle_timeout {
+                c.close_reason = "idle-timeout";
+                return false;
+            }
+            let spent = c.owner_gone()
+                || pool.max_connection_age.is_some_and(|max| c.age() >= max)
+                || pool
                     .max_requests_per_connection
-                    .is_none_or(|max| c.requests() < max)
+                    .is_some_and(|max| c.requests() >= max);
+            if spent {
+                c.close_reason = "drained";
+            }
+            !spent
         });
     }
 

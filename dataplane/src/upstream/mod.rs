@@ -286,9 +286,7 @@ impl BackendPool {
                         }
                         Lease::H2(_) => unreachable!("handled above"),
                     };
-                    let req = Request::from_parts(clone_parts(head), body);
-                    match h1::send(endpoint, conn, req, policy.pool.max_requests_per_connection)
-                        .await
+                    match h1::send(conn, head, body, policy.pool.max_requests_per_connection).await
                     {
                         Ok(resp) => return Ok(resp),
                         Err(h1::SendError::Failed(e)) => return Err(e),

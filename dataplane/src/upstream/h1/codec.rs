@@ -1,0 +1,438 @@
+//! HTTP/1.1 message framing towards a backend (RFC 9112): the request head weir writes, the
+//! response head it parses, and how long each body is. Pure: bytes in, values out.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+/// Most header fields a response head may carry (hyper's default as a client).
+pub(crate) const MAX_HEADERS: usize = 100;
+/// Largest response head accepted; a bigger one is malformed.
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// How the request body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestFraming {
+    /// No body at all.
+    Empty,
+    /// `Content-Length: n`, then exactly n bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (length unknown when the head is written).
+    Chunked,
+}
+
+impl RequestFraming {
+    /// Chooses the framing from the request's own `Content-Length` (validated by the server
+    /// side already), else from what the body says about itself.
+    pub(crate) fn choose(headers: &HeaderMap, body_empty: bool, exact: Option<u64>) -> Self {
+        if let Some(len) = content_length(headers) {
+            return if len == 0 {
+                RequestFraming::Empty
+            } else {
+                RequestFraming::Length(len)
+            };
+        }
+        match (body_empty, exact) {
+            (true, _) | (false, Some(0)) => RequestFraming::Empty,
+            (false, Some(len)) => RequestFraming::Length(len),
+            (false, None) => RequestFraming::Chunked,
+        }
+    }
+}
+
+/// A single, well-formed `Content-Length` (repeated identical values count as one).
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut found = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let len = parse_length(value.as_bytes())?;
+        if found.is_some_and(|f| f != len) {
+            return None;
+        }
+        found = Some(len);
+    }
+    found
+}
+
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let mut n: u64 = 0;
+    // `Content-Length: 5, 5` is a list of identical values; anything else is invalid.
+    for (parts, part) in value.split(|b| *b == b',').enumerate() {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let v = part.iter().try_fold(0u64, |acc, d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?;
+        if parts > 0 && v != n {
+            return None;
+        }
+        n = v;
+    }
+    Some(n)
+}
+
+/// Writes `METHOD target HTTP/1.1`, the headers, and the framing header the body needs.
+/// The caller has already removed hop-by-hop headers (including `Transfer-Encoding`).
+pub(crate) fn encode_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    framing: RequestFraming,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut has_length = false;
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH {
+            has_length = true;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::Empty => {
+            // A method that defines a meaning for content says "none" explicitly.
+            if !has_length && matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+        }
+        RequestFraming::Length(len) if !has_length => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(len.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestFraming::Length(_) => {}
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The chunk header for `len` bytes of data (`len` > 0).
+pub(crate) fn chunk_header(out: &mut Vec<u8>, len: usize) {
+    use std::io::Write;
+    let _ = write!(out, "{len:x}\r\n");
+}
+
+/// The last chunk, with the trailers (if any) as its trailer section.
+pub(crate) fn last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResponseFraming {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the backend closes the connection.
+    UntilClose,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    pub(crate) status: StatusCode,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
+    /// Bytes of the buffer the head took.
+    pub(crate) len: usize,
+    pub(crate) framing: ResponseFraming,
+    /// The connection may carry another request after this response.
+    pub(crate) keep_alive: bool,
+}
+
+/// Why a response head is unacceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HeadError {
+    #[error("invalid response head: {0}")]
+    Syntax(String),
+    #[error("response head over {MAX_HEAD_BYTES} bytes")]
+    TooLarge,
+    #[error("invalid Content-Length")]
+    ContentLength,
+    #[error("invalid header {0}")]
+    Header(String),
+    #[error("status 101: the backend switched protocols, which weir does not proxy")]
+    SwitchingProtocols,
+}
+
+/// Parses one response head from the start of `buf`. `Ok(None)`: not complete yet.
+/// Informational (1xx) heads are returned like any other; the caller skips them.
+pub(crate) fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ResponseHead>, HeadError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(HeadError::TooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(HeadError::Syntax(e.to_string())),
+    };
+    if len > MAX_HEAD_BYTES {
+        return Err(HeadError::TooLarge);
+    }
+    let code = parsed.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|e| HeadError::Syntax(e.to_string()))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(HeadError::SwitchingProtocols);
+    }
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| HeadError::Header(h.name.to_string()))?;
+        let value =
+            HeaderValue::from_bytes(h.value).map_err(|_| HeadError::Header(h.name.to_string()))?;
+        headers.append(name, value);
+    }
+    let mut keep_alive = connection_keeps_alive(&headers, version);
+    let framing = if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || *method == Method::HEAD
+    {
+        ResponseFraming::Empty
+    } else if let Some(te) = last_transfer_coding(&headers) {
+        // Transfer-Encoding overrides Content-Length; a message carrying both is a smuggling
+        // risk, so its connection is not reused (RFC 9112 §6.3).
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            keep_alive = false;
+        }
+        if te.eq_ignore_ascii_case("chunked") {
+            ResponseFraming::Chunked
+        } else {
+            keep_alive = false;
+            ResponseFraming::UntilClose
+        }
+    } else if headers.contains_key(header::CONTENT_LENGTH) {
+        let len = content_length(&headers).ok_or(HeadError::ContentLength)?;
+        ResponseFraming::Length(len)
+    } else {
+        keep_alive = false;
+        ResponseFraming::UntilClose
+    };
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        headers,
+        len,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The last coding of the Transfer-Encoding list, if the header is present.
+fn last_transfer_coding(headers: &HeaderMap) -> Option<String> {
+    let mut last = None;
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        if let Some(coding) = text.split(',').map(str::trim).rfind(|c| !c.is_empty()) {
+            last = Some(coding.to_string());
+        } else if last.is_none() {
+            last = Some(String::new());
+        }
+    }
+    last
+}
+
+/// HTTP/1.1 keeps the connection unless it says `close`; HTTP/1.0 only if it says `keep-alive`.
+fn connection_keeps_alive(headers: &HeaderMap, version: Version) -> bool {
+    let mut close = false;
+    let mut keep = false;
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    !close && (version == Version::HTTP_11 || keep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> ResponseHead {
+        parse_head(raw.as_bytes(), &Method::GET).unwrap().unwrap()
+    }
+
+    #[test]
+    fn request_head_with_each_framing() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("a.example"));
+        let mut out = Vec::new();
+        encode_head(
+            &mut out,
+            &Method::GET,
+            "/x?y=1",
+            &headers,
+            RequestFraming::Empty,
+        );
+        assert_eq!(out, b"GET /x?y=1 HTTP/1.1\r\nhost: a.example\r\n\r\n");
+        out.clear();
+        encode_head(
+            &mut out,
+            &Method::POST,
+            "/",
+            &headers,
+            RequestFraming::Empty,
+        );
+        assert!(out.ends_with(b"content-length: 0\r\n\r\n"));
+        out.clear();
+        encode_head(
+            &mut out,
+            &Method::PUT,
+            "/",
+            &headers,
+            RequestFraming::Length(12),
+        );
+        assert!(out.ends_with(b"content-length: 12\r\n\r\n"));
+        out.clear();
+        encode_head(
+            &mut out,
+            &Method::POST,
+            "/",
+            &headers,
+            RequestFraming::Chunked,
+        );
+        assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
+        out.clear();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        encode_head(
+            &mut out,
+            &Method::PUT,
+            "/",
+            &headers,
+            RequestFraming::Length(3),
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("content-length").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn framing_prefers_the_declared_length() {
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            RequestFraming::choose(&h, true, None),
+            RequestFraming::Empty
+        );
+        assert_eq!(
+            RequestFraming::choose(&h, false, None),
+            RequestFraming::Chunked
+        );
+        assert_eq!(
+            RequestFraming::choose(&h, false, Some(9)),
+            RequestFraming::Length(9)
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
+        assert_eq!(
+            RequestFraming::choose(&h, false, None),
+            RequestFraming::Length(7)
+        );
+    }
+
+    #[test]
+    fn chunks_and_trailers() {
+        let mut out = Vec::new();
+        chunk_header(&mut out, 255);
+        assert_eq!(out, b"ff\r\n");
+        out.clear();
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", HeaderValue::from_static("0"));
+        last_chunk(&mut out, Some(&t));
+        assert_eq!(out, b"0\r\ngrpc-status: 0\r\n\r\n");
+    }
+
+    #[test]
+    fn response_framing() {
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello");
+        assert_eq!(h.framing, ResponseFraming::Length(5));
+        assert!(h.keep_alive);
+        assert_eq!(h.len, 38);
+        let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(h.framing, ResponseFraming::Chunked);
+        assert!(h.keep_alive);
+        let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n");
+        assert_eq!(h.framing, ResponseFraming::Chunked);
+        assert!(!h.keep_alive, "both headers: never reuse");
+        let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n");
+        assert_eq!(h.framing, ResponseFraming::UntilClose);
+        let h = head("HTTP/1.1 200 OK\r\nserver: x\r\n\r\n");
+        assert_eq!(h.framing, ResponseFraming::UntilClose);
+        assert!(!h.keep_alive);
+        let h = head("HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!(h.framing, ResponseFraming::Empty);
+        let h = head("HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n");
+        assert_eq!(h.framing, ResponseFraming::Empty);
+        let h = head("HTTP/1.1 100 Continue\r\n\r\n");
+        assert!(h.status.is_informational());
+        let raw = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n";
+        let h = parse_head(raw.as_bytes(), &Method::HEAD).unwrap().unwrap();
+        assert_eq!(h.framing, ResponseFraming::Empty);
+    }
+
+    #[test]
+    fn keep_alive_by_version_and_connection() {
+        assert!(
+            !head("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n").keep_alive
+        );
+        assert!(!head("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n").keep_alive);
+        let h = head("HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 0\r\n\r\n");
+        assert!(h.keep_alive);
+        assert_eq!(h.version, Version::HTTP_10);
+    }
+
+    #[test]
+    fn bad_heads_are_errors() {
+        let get = &Method::GET;
+        assert_eq!(
+            parse_head(b"HTTP/1.1 200 OK\r\ncontent-", get)
+                .unwrap()
+                .map(|h| h.len),
+            None
+        );
+        assert!(matches!(
+            parse_head(b"garbage\r\n\r\n", get),
+            Err(HeadError::Syntax(_))
+        ));
+        let two = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n";
+        assert_eq!(parse_head(two, get).unwrap_err(), HeadError::ContentLength);
+        let same = b"HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\r\n";
+        assert_eq!(
+            parse_head(same, get).unwrap().unwrap().framing,
+            ResponseFraming::Length(3)
+        );
+        let neg = b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n";
+        assert_eq!(parse_head(neg, get).unwrap_err(), HeadError::ContentLength);
+        let up = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n";
+        assert_eq!(
+            parse_head(up, get).unwrap_err(),
+            HeadError::SwitchingProtocols
+        );
+        let mut big = b"HTTP/1.1 200 OK\r\n".to_vec();
+        while big.len() <= MAX_HEAD_BYTES {
+            big.extend_from_slice(b"x-filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        assert!(matches!(
+            parse_head(&big, get),
+            Err(HeadError::TooLarge) | Err(HeadError::Syntax(_))
+        ));
+    }
+}
