@@ -23,19 +23,22 @@ const SERVICE: &str = "service=\"default/app:80\"";
 struct Answer {
     bytes: Vec<u8>,
     close: bool,
+    /// Wait this long before answering.
+    delay: Duration,
 }
 
 fn keep(bytes: &str) -> Answer {
     Answer {
         bytes: bytes.as_bytes().to_vec(),
         close: false,
+        delay: Duration::ZERO,
     }
 }
 
 fn then_close(bytes: &str) -> Answer {
     Answer {
-        bytes: bytes.as_bytes().to_vec(),
         close: true,
+        ..keep(bytes)
     }
 }
 
@@ -46,6 +49,10 @@ struct Backend {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
+    /// Connections open now.
+    open: Arc<AtomicUsize>,
+    /// Requests being answered now, and the most ever at once.
+    in_flight: Arc<(AtomicUsize, AtomicUsize)>,
 }
 
 impl Backend {
@@ -56,19 +63,43 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
         let script: Script = Arc::new(script);
-        let (c, r) = (connections.clone(), requests.clone());
+        let (c, o, counts) = (
+            connections.clone(),
+            open.clone(),
+            Counts {
+                requests: requests.clone(),
+                in_flight: in_flight.clone(),
+            },
+        );
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 c.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(stream, script.clone(), r.clone()));
+                o.fetch_add(1, Ordering::SeqCst);
+                let (script, counts, o) = (script.clone(), counts.clone(), o.clone());
+                tokio::spawn(async move {
+                    serve(stream, script, counts).await;
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         Backend {
             addr,
             connections,
             requests,
+            open,
+            in_flight,
         }
+    }
+
+    fn open_now(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    fn most_in_flight(&self) -> usize {
+        self.in_flight.1.load(Ordering::SeqCst)
     }
 
     fn connections(&self) -> usize {
@@ -80,9 +111,15 @@ impl Backend {
     }
 }
 
+#[derive(Clone)]
+struct Counts {
+    requests: Arc<AtomicUsize>,
+    in_flight: Arc<(AtomicUsize, AtomicUsize)>,
+}
+
 /// Reads request heads (and `content-length` bodies), answering each from the script. A
 /// request whose answer comes before its body has been read still has its body read after.
-async fn serve(mut stream: TcpStream, script: Script, requests: Arc<AtomicUsize>) {
+async fn serve(mut stream: TcpStream, script: Script, counts: Counts) {
     let mut buf = Vec::new();
     loop {
         let head_end = loop {
@@ -97,9 +134,14 @@ async fn serve(mut stream: TcpStream, script: Script, requests: Arc<AtomicUsize>
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
         buf.drain(..head_end);
-        requests.fetch_add(1, Ordering::SeqCst);
+        counts.requests.fetch_add(1, Ordering::SeqCst);
+        let now = counts.in_flight.0.fetch_add(1, Ordering::SeqCst) + 1;
+        counts.in_flight.1.fetch_max(now, Ordering::SeqCst);
         let answer = script(&head);
-        if stream.write_all(&answer.bytes).await.is_err() {
+        tokio::time::sleep(answer.delay).await;
+        let written = stream.write_all(&answer.bytes).await;
+        counts.in_flight.0.fetch_sub(1, Ordering::SeqCst);
+        if written.is_err() {
             return;
         }
         let length: usize = head
@@ -424,4 +466,76 @@ fn tokio_stream_from(
     rx: tokio::sync::mpsc::Receiver<FrameResult>,
 ) -> impl futures_util::Stream<Item = FrameResult> {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) })
+}
+
+/// The pool's limits hold for HTTP/1.1 backends: `maxRequestsPerConnection` retires a
+/// connection after its last request, `maxConnectionsPerEndpoint` makes requests wait for a
+/// connection, and `idleTimeout` closes one that sat unused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_limits() {
+    let backend = Backend::start(|head: &str| {
+        if head.starts_with("get /slow") {
+            Answer {
+                delay: Duration::from_millis(150),
+                ..keep(OK)
+            }
+        } else {
+            keep(OK)
+        }
+    })
+    .await;
+    let policy = "connectionPool:\n  maxRequestsPerConnection: 3\n  maxConnectionsPerEndpoint: 2\n  idleTimeout: 1s";
+    let rig = start_rig(&backend, Some(policy)).await;
+    let mut c = Client::connect(rig.weir.http, Proto::H1).await;
+    for _ in 0..9 {
+        assert_eq!(c.get("/").await.text(), "ok");
+    }
+    assert_eq!(backend.connections(), 3, "three requests per connection");
+
+    // Six slow requests at once, from six client connections: two at a time upstream. Each is
+    // its client connection's first request, which under `safe` needs a connection of its own:
+    // idle ones are closed to make room rather than left to hold the slots.
+    let started = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let addr = rig.weir.http;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr, Proto::H1).await;
+            c.get("/slow").await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(backend.most_in_flight(), 2, "maxConnectionsPerEndpoint");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "waiting requests got connections without waiting out idleTimeout: {:?}",
+        started.elapsed()
+    );
+    let evicted = rig
+        .metric(
+            "weir_upstream_connections_closed_total",
+            "reason=\"evicted\"",
+        )
+        .await;
+    assert!(evicted >= 1.0, "evictions: {evicted}");
+
+    // Unused for longer than idleTimeout (the sweep runs every second): closed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while backend.open_now() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "idle connections stay open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let idle = rig
+        .metric(
+            "weir_upstream_connections_closed_total",
+            "reason=\"idle-timeout\"",
+        )
+        .await;
+    assert!(idle >= 1.0, "idle-timeout closes: {idle}");
+    rig.finish().await;
 }

@@ -26,6 +26,11 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
 }
 
+/// The same test on a raw field name, in any case.
+pub(crate) fn is_hop_by_hop_field(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
 /// Removes hop-by-hop headers, including those the Connection header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names first: most messages carry none, and then nothing is looked up
@@ -80,7 +85,7 @@ pub(crate) fn forward_request(
     headers: &mut HeaderMap,
     client: &HeaderValue,
     proto: &'static str,
-    host: &str,
+    host: &HeaderValue,
 ) {
     let trailers = wants_trailers(headers);
     strip_hop_by_hop(headers);
@@ -104,9 +109,7 @@ pub(crate) fn forward_request(
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(X_FORWARDED_HOST.clone(), v);
-    }
+    headers.insert(X_FORWARDED_HOST.clone(), host.clone());
 }
 
 /// gRPC sends its status in trailers. An HTTP/1.1 client can only receive trailers the response
@@ -155,7 +158,12 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         let client = client_address("192.0.2.7".parse().unwrap());
-        forward_request(&mut h, &client, "https", "shop.example");
+        forward_request(
+            &mut h,
+            &client,
+            "https",
+            &HeaderValue::from_static("shop.example"),
+        );
         assert_eq!(h["te"], "trailers");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "https");
@@ -171,7 +179,12 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 2);
         let client = client_address("2001:db8::1".parse().unwrap());
-        forward_request(&mut h, &client, "http", "shop.example");
+        forward_request(
+            &mut h,
+            &client,
+            "http",
+            &HeaderValue::from_static("shop.example"),
+        );
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
     }
 

@@ -3,7 +3,7 @@
 
 pub(crate) mod access_log;
 pub mod body;
-mod headers;
+pub(crate) mod headers;
 mod local;
 pub(crate) mod replay;
 pub(crate) mod retry;
@@ -263,12 +263,17 @@ fn to_upstream(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    headers::forward_request(&mut parts.headers, &client.xff, client.proto(), authority);
+    // The authority as a header value: the client's own Host when that is where it came from
+    // (a cheap clone), else checked and copied once.
+    let host = match parts.headers.get(header::HOST) {
+        Some(h) if h.as_bytes() == authority.as_bytes() => h.clone(),
+        _ => HeaderValue::from_str(authority).map_err(|_| InvalidTarget)?,
+    };
+    headers::forward_request(&mut parts.headers, &client.xff, client.proto(), &host);
     match protocol {
         Protocol::Http1 | Protocol::Https => {
             parts.version = Version::HTTP_11;
             parts.uri = Uri::from(path_and_query);
-            let host = HeaderValue::from_str(authority).map_err(|_| InvalidTarget)?;
             parts.headers.insert(header::HOST, host);
         }
         Protocol::H2c | Protocol::H2 => {

@@ -311,9 +311,17 @@ impl Endpoint {
                 Some(Lease::H1(conn))
             }
             Pick::Dial { private } => {
-                let open = self.open.load(Ordering::Acquire);
-                if !self.can_dial(open, policy) {
-                    return None;
+                if !self.can_dial(self.open.load(Ordering::Acquire), policy) {
+                    // Every connection allowed is open. Idle ones this request may not use (a
+                    // first request under `safe`, another client's in `never`) would hold their
+                    // slots until their idle timeout: close the one idle longest instead.
+                    let oldest = (0..idle.len()).min_by_key(|&i| idle[i].idle_since)?;
+                    let mut evicted = idle.swap_remove(oldest);
+                    evicted.close_reason = "evicted";
+                    drop(evicted);
+                    if !self.can_dial(self.open.load(Ordering::Acquire), policy) {
+                        return None;
+                    }
                 }
                 self.open.fetch_add(1, Ordering::AcqRel);
                 metrics.pick(if private {

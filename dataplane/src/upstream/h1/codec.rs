@@ -1,7 +1,11 @@
 //! HTTP/1.1 message framing towards a backend (RFC 9112): the request head weir writes, the
 //! response head it parses, and how long each body is. Pure: bytes in, values out.
 
+use std::mem::MaybeUninit;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::proxy::headers::is_hop_by_hop_field;
 use http::{Method, StatusCode, Version};
 
 /// Most header fields a response head may carry (hyper's default as a client).
@@ -170,10 +174,14 @@ pub(crate) enum HeadError {
 
 /// Parses one response head from the start of `buf`. `Ok(None)`: not complete yet.
 /// Informational (1xx) heads are returned like any other; the caller skips them.
+///
+/// Framing comes from the raw fields. Hop-by-hop fields (and those `Connection` names) are
+/// read for framing and keep-alive but left out of the returned headers: they never travel on.
 pub(crate) fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ResponseHead>, HeadError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let len = match parsed.parse(buf) {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err(HeadError::TooLarge)
@@ -193,36 +201,39 @@ pub(crate) fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ResponseH
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
+    let fields = Fields::read(parsed.headers);
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
+        if is_hop_by_hop_field(h.name) || fields.named_by_connection(h.name) {
+            continue;
+        }
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| HeadError::Header(h.name.to_string()))?;
         let value =
             HeaderValue::from_bytes(h.value).map_err(|_| HeadError::Header(h.name.to_string()))?;
         headers.append(name, value);
     }
-    let mut keep_alive = connection_keeps_alive(&headers, version);
+    let mut keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
     let framing = if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
         || *method == Method::HEAD
     {
         ResponseFraming::Empty
-    } else if let Some(te) = last_transfer_coding(&headers) {
+    } else if let Some(chunked) = fields.chunked {
         // Transfer-Encoding overrides Content-Length; a message carrying both is a smuggling
         // risk, so its connection is not reused (RFC 9112 §6.3).
-        if headers.contains_key(header::CONTENT_LENGTH) {
+        if fields.length.is_some() {
             keep_alive = false;
         }
-        if te.eq_ignore_ascii_case("chunked") {
+        if chunked {
             ResponseFraming::Chunked
         } else {
             keep_alive = false;
             ResponseFraming::UntilClose
         }
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
-        let len = content_length(&headers).ok_or(HeadError::ContentLength)?;
-        ResponseFraming::Length(len)
+    } else if let Some(length) = fields.length {
+        ResponseFraming::Length(length.ok_or(HeadError::ContentLength)?)
     } else {
         keep_alive = false;
         ResponseFraming::UntilClose
@@ -237,32 +248,63 @@ pub(crate) fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ResponseH
     }))
 }
 
-/// The last coding of the Transfer-Encoding list, if the header is present.
-fn last_transfer_coding(headers: &HeaderMap) -> Option<String> {
-    let mut last = None;
-    for value in headers.get_all(header::TRANSFER_ENCODING) {
-        let text = String::from_utf8_lossy(value.as_bytes());
-        if let Some(coding) = text.split(',').map(str::trim).rfind(|c| !c.is_empty()) {
-            last = Some(coding.to_string());
-        } else if last.is_none() {
-            last = Some(String::new());
-        }
-    }
-    last
+/// What the framing and connection fields of a response say.
+struct Fields<'b> {
+    close: bool,
+    keep_alive: bool,
+    /// `Transfer-Encoding` present: whether its last coding is `chunked`.
+    chunked: Option<bool>,
+    /// `Content-Length` present: its value, `None` if invalid or inconsistent.
+    length: Option<Option<u64>>,
+    /// Other field names the `Connection` header lists (rare).
+    named: Vec<&'b str>,
 }
 
-/// HTTP/1.1 keeps the connection unless it says `close`; HTTP/1.0 only if it says `keep-alive`.
-fn connection_keeps_alive(headers: &HeaderMap, version: Version) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep |= token.eq_ignore_ascii_case(b"keep-alive");
+impl<'b> Fields<'b> {
+    fn read(raw: &[httparse::Header<'b>]) -> Self {
+        let mut f = Fields {
+            close: false,
+            keep_alive: false,
+            chunked: None,
+            length: None,
+            named: Vec::new(),
+        };
+        for h in raw {
+            if h.name.eq_ignore_ascii_case("connection") {
+                let value = std::str::from_utf8(h.value).unwrap_or_default();
+                for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    if token.eq_ignore_ascii_case("close") {
+                        f.close = true;
+                    } else if token.eq_ignore_ascii_case("keep-alive") {
+                        f.keep_alive = true;
+                    } else if !is_hop_by_hop_field(token) {
+                        f.named.push(token);
+                    }
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                let value = String::from_utf8_lossy(h.value);
+                let last = value.split(',').map(str::trim).rfind(|c| !c.is_empty());
+                match last {
+                    Some(coding) => f.chunked = Some(coding.eq_ignore_ascii_case("chunked")),
+                    None => {
+                        f.chunked.get_or_insert(false);
+                    }
+                }
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                let value = parse_length(h.value);
+                f.length = Some(match f.length {
+                    None => value,
+                    Some(prev) if prev == value => value,
+                    Some(_) => None,
+                });
+            }
         }
+        f
     }
-    !close && (version == Version::HTTP_11 || keep)
+
+    fn named_by_connection(&self, name: &str) -> bool {
+        !self.named.is_empty() && self.named.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
 }
 
 #[cfg(test)]
@@ -386,6 +428,18 @@ mod tests {
         let raw = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n";
         let h = parse_head(raw.as_bytes(), &Method::HEAD).unwrap().unwrap();
         assert_eq!(h.framing, ResponseFraming::Empty);
+    }
+
+    #[test]
+    fn hop_by_hop_fields_stay_behind() {
+        let h = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nx-hop: 1\r\nKeep-Alive: timeout=5\r\n\
+             transfer-encoding: chunked\r\ncontent-type: text/plain\r\ntrailer: x-sum\r\n\r\n",
+        );
+        let names: Vec<&str> = h.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "trailer"]);
+        assert!(h.keep_alive);
+        assert_eq!(h.framing, ResponseFraming::Chunked);
     }
 
     #[test]
