@@ -25,6 +25,8 @@ struct Answer {
     close: bool,
     /// Wait this long before answering.
     delay: Duration,
+    /// Write the first this-many bytes, wait, then the rest.
+    pause: Option<(usize, Duration)>,
 }
 
 fn keep(bytes: &str) -> Answer {
@@ -32,6 +34,7 @@ fn keep(bytes: &str) -> Answer {
         bytes: bytes.as_bytes().to_vec(),
         close: false,
         delay: Duration::ZERO,
+        pause: None,
     }
 }
 
@@ -139,7 +142,17 @@ async fn serve(mut stream: TcpStream, script: Script, counts: Counts) {
         counts.in_flight.1.fetch_max(now, Ordering::SeqCst);
         let answer = script(&head);
         tokio::time::sleep(answer.delay).await;
-        let written = stream.write_all(&answer.bytes).await;
+        let written = match answer.pause {
+            Some((at, pause)) => {
+                let first = stream.write_all(&answer.bytes[..at]).await;
+                tokio::time::sleep(pause).await;
+                match first {
+                    Ok(()) => stream.write_all(&answer.bytes[at..]).await,
+                    e => e,
+                }
+            }
+            None => stream.write_all(&answer.bytes).await,
+        };
         counts.in_flight.0.fetch_sub(1, Ordering::SeqCst);
         if written.is_err() {
             return;
@@ -459,6 +472,58 @@ async fn answer_before_the_body_is_done() {
     rig.finish().await;
 }
 
+/// The backend answers before reading the body, and its response body is still coming when
+/// the rest of the request has gone out: the backend may never have read that rest, so the
+/// connection is not kept for another request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_during_the_upload_retires_the_connection() {
+    const HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n";
+    let backend = Backend::start(|_| Answer {
+        pause: Some((HEAD.len(), Duration::from_millis(300))),
+        ..keep(&format!("{HEAD}done"))
+    })
+    .await;
+    let rig = start_rig(&backend, None).await;
+    for proto in [Proto::H1, Proto::H2] {
+        let (tx, rx) = tokio::sync::mpsc::channel::<FrameResult>(1);
+        let body =
+            http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(tokio_stream_from(rx)));
+        let half = Bytes::from(vec![b'x'; 16 * 1024]);
+        tx.send(Ok(http_body::Frame::data(half.clone())))
+            .await
+            .unwrap();
+        let mut req = client::request(proto, "POST", HOST, "/up", body);
+        req.headers_mut()
+            .insert("content-length", http::HeaderValue::from(32 * 1024));
+        let mut c = Client::connect(rig.weir.http, proto).await;
+        let resp = async {
+            match &mut c {
+                Client::H1(s) => s.send_request(req).await,
+                Client::H2(s) => s.send_request(req).await,
+            }
+        };
+        let resp = tokio::time::timeout(Duration::from_secs(10), resp)
+            .await
+            .expect("the response head arrives while the body is still open")
+            .expect("a response");
+        assert_eq!(resp.status(), 200, "{proto:?}");
+        // Now the rest of the request, while the response body is still on its way.
+        tx.send(Ok(http_body::Frame::data(half))).await.unwrap();
+        drop(tx);
+        let got = http_body_util::BodyExt::collect(resp.into_body()).await;
+        assert_eq!(
+            got.expect("the whole response").to_bytes(),
+            "done",
+            "{proto:?}"
+        );
+        let pools = rig.weir.pools().await;
+        let idle = pools[0]["endpoints"][0]["h1_idle"].as_u64();
+        assert_eq!(idle, Some(0), "{proto:?}: kept for reuse: {pools}");
+        assert_eq!(backend.requests(), if proto == Proto::H1 { 1 } else { 2 });
+    }
+    rig.finish().await;
+}
+
 type FrameResult = Result<http_body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A stream of body frames fed by a channel.
@@ -537,5 +602,61 @@ async fn pool_limits() {
         )
         .await;
     assert!(idle >= 1.0, "idle-timeout closes: {idle}");
+    rig.finish().await;
+}
+
+/// An attempt that gives up while its connection is still being opened (here the backend's
+/// accept queue is full, so the connect hangs past `perTryTimeout`) gives its connection slot
+/// back: once the backend accepts again, requests are served, with no slot lost under
+/// `maxConnectionsPerEndpoint: 1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_connects_give_their_slot_back() {
+    // A listener with the smallest accept queue, filled by the test itself.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..2 {
+        fillers.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let backend = Backend {
+        addr,
+        connections: Arc::new(AtomicUsize::new(0)),
+        requests: Arc::new(AtomicUsize::new(0)),
+        open: Arc::new(AtomicUsize::new(0)),
+        in_flight: Arc::new((AtomicUsize::new(0), AtomicUsize::new(0))),
+    };
+    let policy = "connectionPool:\n  maxConnectionsPerEndpoint: 1\nretry:\n  perTryTimeout: 200ms";
+    let rig = start_rig(&backend, Some(policy)).await;
+    for i in 0..3 {
+        let mut c = Client::connect(rig.weir.http, Proto::H1).await;
+        assert_eq!(
+            c.get("/").await.status,
+            504,
+            "attempt {i} times out connecting"
+        );
+    }
+    let cancelled = rig
+        .metric(
+            "weir_upstream_connections_closed_total",
+            "reason=\"connect-cancelled\"",
+        )
+        .await;
+    assert_eq!(cancelled, 3.0);
+    // The backend comes back: accept everything (the fillers too) and answer.
+    drop(fillers);
+    let counts = Counts {
+        requests: backend.requests.clone(),
+        in_flight: backend.in_flight.clone(),
+    };
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream, Arc::new(|_: &str| keep(OK)), counts.clone()));
+        }
+    });
+    let mut c = Client::connect(rig.weir.http, Proto::H1).await;
+    let r = c.get("/").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"));
     rig.finish().await;
 }

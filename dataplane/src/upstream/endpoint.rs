@@ -46,6 +46,15 @@ pub(crate) enum Lease {
     },
 }
 
+/// One request counted in a pool's `pending` (uncounted on drop).
+struct Pending<'a>(&'a AtomicUsize);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// What the request brings to connection selection.
 pub(crate) struct Want<'a> {
     pub(crate) session: &'a Arc<Session>,
@@ -113,8 +122,10 @@ impl Endpoint {
     ) -> Result<Lease, AttemptError> {
         let started = Instant::now();
         let deadline = started + policy.pool.pending_timeout;
-        let mut waiting = false;
-        let result = loop {
+        // Counted in `pending` while waiting; the guard uncounts it however the wait ends,
+        // the attempt being dropped included.
+        let mut waiting: Option<Pending<'_>> = None;
+        loop {
             if self.retired.load(Ordering::Acquire) {
                 break Err(AttemptError::new(
                     Failure::NotSent,
@@ -124,7 +135,7 @@ impl Endpoint {
             }
             // A connection this request was waiting for failed to come up: the endpoint is not
             // answering, and the request has not been sent. Fail so it can go elsewhere.
-            if waiting {
+            if waiting.is_some() {
                 if let Some((at, failure)) = *lock(&self.failures) {
                     if at >= started {
                         break Err(AttemptError::new(
@@ -141,18 +152,18 @@ impl Endpoint {
             match self.try_lease(want, policy, metrics) {
                 Some(lease) => break Ok(lease),
                 None => {
-                    if !waiting {
+                    if waiting.is_none() {
+                        let counted = Pending(pending);
                         if pending.fetch_add(1, Ordering::AcqRel)
                             >= policy.pool.max_pending_requests as usize
                         {
-                            pending.fetch_sub(1, Ordering::AcqRel);
                             return Err(AttemptError::new(
                                 Failure::PoolExhausted,
                                 Some(self.addr),
                                 "too many pending requests",
                             ));
                         }
-                        waiting = true;
+                        waiting = Some(counted);
                     }
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
                         break Err(AttemptError::new(
@@ -163,11 +174,7 @@ impl Endpoint {
                     }
                 }
             }
-        };
-        if waiting {
-            pending.fetch_sub(1, Ordering::AcqRel);
         }
-        result
     }
 
     fn can_dial(&self, open: usize, policy: &BackendPolicy) -> bool {
@@ -311,10 +318,16 @@ impl Endpoint {
                 Some(Lease::H1(conn))
             }
             Pick::Dial { private } => {
-                if !self.can_dial(self.open.load(Ordering::Acquire), policy) {
+                let open = self.open.load(Ordering::Acquire);
+                if !self.can_dial(open, policy) {
                     // Every connection allowed is open. Idle ones this request may not use (a
                     // first request under `safe`, another client's in `never`) would hold their
-                    // slots until their idle timeout: close the one idle longest instead.
+                    // slots until their idle timeout: close the one idle longest instead, when
+                    // that makes room (not when a lowered limit left more open than allowed).
+                    let at_limit = policy.pool.max_connections_per_endpoint == Some(open as u32);
+                    if !at_limit {
+                        return None;
+                    }
                     let oldest = (0..idle.len()).min_by_key(|&i| idle[i].idle_since)?;
                     let mut evicted = idle.swap_remove(oldest);
                     evicted.close_reason = "evicted";

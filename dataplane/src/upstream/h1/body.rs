@@ -45,11 +45,14 @@ pub(super) fn response(
         ResponseFraming::Chunked => State::Chunked(Decoder::new()),
         ResponseFraming::UntilClose => State::UntilClose,
     };
+    // A response that came before the whole request: even if the rest goes out while the
+    // response is read, the backend may not have read it, and the connection is not reused.
+    let sent = upload.is_sent();
     let mut body = H1Body {
         conn: Some(conn),
         state,
-        upload: (!upload.is_sent()).then_some(upload),
-        reusable,
+        upload: (!sent).then_some(upload),
+        reusable: reusable && sent,
     };
     if matches!(body.state, State::Done) {
         body.finish();
@@ -70,9 +73,9 @@ impl H1Body {
     /// after the body mean the backend sent more than one response: never reuse that.
     fn finish(&mut self) {
         self.state = State::Done;
-        let sent = self.upload.take().is_none_or(|u| u.is_sent());
+        self.upload = None;
         if let Some(conn) = self.conn.take() {
-            if self.reusable && sent && conn.rbuf.is_empty() {
+            if self.reusable && conn.rbuf.is_empty() {
                 conn.release();
             }
         }

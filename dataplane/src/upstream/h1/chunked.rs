@@ -5,6 +5,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::codec::{MAX_HEADERS, MAX_HEAD_BYTES};
+use crate::proxy::headers::is_hop_by_hop_field;
 
 /// Longest chunk-size line (size plus extensions) accepted.
 const MAX_SIZE_LINE: usize = 4096;
@@ -97,7 +98,14 @@ impl Decoder {
                         Ok(httparse::Status::Complete((len, fields))) => {
                             let mut trailers = HeaderMap::with_capacity(fields.len());
                             for f in fields {
-                                // Trailer fields that are not valid header fields are dropped.
+                                // Framing and hop-by-hop fields never travel on as trailers
+                                // (an HTTP/2 client's stream would be reset for them), and
+                                // fields that are not valid header fields are dropped.
+                                if is_hop_by_hop_field(f.name)
+                                    || f.name.eq_ignore_ascii_case("content-length")
+                                {
+                                    continue;
+                                }
                                 if let (Ok(n), Ok(v)) = (
                                     HeaderName::from_bytes(f.name.as_bytes()),
                                     HeaderValue::from_bytes(f.value),
@@ -186,13 +194,14 @@ mod tests {
 
     #[test]
     fn trailers_come_out_last() {
-        let input = b"3\r\nabc\r\n0\r\ngrpc-status: 0\r\ngrpc-message: ok\r\n\r\n";
+        let input = b"3\r\nabc\r\n0\r\ngrpc-status: 0\r\nconnection: x\r\ngrpc-message: ok\r\n\r\n";
         for step in [1, input.len()] {
             let (data, trailers) = all(input, step).unwrap();
             assert_eq!(data, b"abc");
             let t = trailers.unwrap();
             assert_eq!(t["grpc-status"], "0");
             assert_eq!(t["grpc-message"], "ok");
+            assert!(t.get("connection").is_none(), "hop-by-hop trailer dropped");
         }
     }
 

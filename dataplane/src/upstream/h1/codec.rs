@@ -172,6 +172,17 @@ pub(crate) enum HeadError {
     SwitchingProtocols,
 }
 
+/// Whether `buf` holds the blank line that ends a head, looking from `from` on (bytes before
+/// it were searched already). Bare LF line ends count, as the parser accepts them.
+pub(crate) fn has_head_end(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(2).min(buf.len());
+    buf[start..]
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .any(|(i, _)| matches!(&buf[start + i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
+}
+
 /// Parses one response head from the start of `buf`. `Ok(None)`: not complete yet.
 /// Informational (1xx) heads are returned like any other; the caller skips them.
 ///
@@ -207,6 +218,11 @@ pub(crate) fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ResponseH
         if is_hop_by_hop_field(h.name) || fields.named_by_connection(h.name) {
             continue;
         }
+        // With Transfer-Encoding, Content-Length is wrong by definition: it must not reach
+        // the client, whose framing it would set (RFC 9112 §6.3).
+        if fields.chunked.is_some() && h.name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| HeadError::Header(h.name.to_string()))?;
         let value =
@@ -222,8 +238,9 @@ pub(crate) fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ResponseH
         ResponseFraming::Empty
     } else if let Some(chunked) = fields.chunked {
         // Transfer-Encoding overrides Content-Length; a message carrying both is a smuggling
-        // risk, so its connection is not reused (RFC 9112 §6.3).
-        if fields.length.is_some() {
+        // risk, so its connection is not reused (RFC 9112 §6.3). HTTP/1.0 has no
+        // Transfer-Encoding: its framing is suspect too (§6.1).
+        if fields.length.is_some() || version == Version::HTTP_10 {
             keep_alive = false;
         }
         if chunked {
@@ -428,6 +445,32 @@ mod tests {
         let raw = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n";
         let h = parse_head(raw.as_bytes(), &Method::HEAD).unwrap().unwrap();
         assert_eq!(h.framing, ResponseFraming::Empty);
+    }
+
+    #[test]
+    fn content_length_beside_transfer_encoding_is_dropped() {
+        let h =
+            head("HTTP/1.1 200 OK\r\ncontent-length: 100\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!(h.framing, ResponseFraming::Chunked);
+        assert!(h.headers.get("content-length").is_none());
+        assert!(!h.keep_alive);
+        let h =
+            head("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!(h.framing, ResponseFraming::Chunked);
+        assert!(!h.keep_alive, "HTTP/1.0 with Transfer-Encoding");
+    }
+
+    #[test]
+    fn head_end_is_found_across_reads() {
+        let full = b"HTTP/1.1 200 OK\r\nx: y\r\n\r\n";
+        assert!(has_head_end(full, 0));
+        assert!(!has_head_end(&full[..full.len() - 1], 0));
+        // Searched up to the middle of the blank line before: still found.
+        for cut in 0..full.len() {
+            assert!(has_head_end(full, cut), "from {cut}");
+        }
+        assert!(has_head_end(b"HTTP/1.1 200 OK\n\n", 0), "bare LF");
+        assert!(!has_head_end(b"HTTP/1.1 200 OK\r\n", 0));
     }
 
     #[test]

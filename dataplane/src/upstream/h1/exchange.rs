@@ -26,6 +26,8 @@ pub(super) struct Exchange<'a> {
     conn: &'a mut H1Conn,
     method: Method,
     upload: Upload,
+    /// Bytes of the read buffer already searched for the end of the response head.
+    scanned: usize,
 }
 
 /// The request going out: the head (already in the connection's write buffer), then the body.
@@ -77,26 +79,36 @@ impl<'a> Exchange<'a> {
             conn,
             method: head.method.clone(),
             upload,
+            scanned: 0,
         }
     }
 
     /// Reads until a final response head is complete.
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<ResponseHead, Error>> {
         loop {
-            if !self.conn.rbuf.is_empty() {
+            // Parse only once the blank line that ends a head is in: a head that trickles in
+            // byte by byte is scanned once, not parsed again from the start on every read.
+            let buffered = self.conn.rbuf.len();
+            if buffered > 0 && codec::has_head_end(&self.conn.rbuf, self.scanned) {
                 match codec::parse_head(&self.conn.rbuf, &self.method) {
                     Ok(Some(head)) => {
                         self.conn.rbuf.advance(head.len);
+                        self.scanned = 0;
                         if head.status.is_informational() {
                             continue;
                         }
                         return Poll::Ready(Ok(head));
                     }
-                    Ok(None) => {}
+                    Ok(None) => self.scanned = buffered,
                     Err(e) => {
                         return Poll::Ready(Err(Error::Failed(Failure::Malformed, e.to_string())))
                     }
                 }
+            } else if buffered > codec::MAX_HEAD_BYTES {
+                let e = codec::HeadError::TooLarge;
+                return Poll::Ready(Err(Error::Failed(Failure::Malformed, e.to_string())));
+            } else {
+                self.scanned = buffered;
             }
             match self.conn.poll_fill(cx) {
                 Poll::Pending => return Poll::Pending,
@@ -141,6 +153,12 @@ impl Future for Exchange<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         if let Err(e) = this.upload.poll_rest(this.conn, cx) {
+            // The client's body failed; a response the backend already sent still counts.
+            if this.upload.written_any {
+                if let Poll::Ready(Ok(head)) = this.poll_head(cx) {
+                    return Poll::Ready(Ok(head));
+                }
+            }
             return Poll::Ready(Err(e));
         }
         // Nothing on the wire yet: no response can come.

@@ -150,17 +150,23 @@ pub(crate) async fn dial(
     let addr: SocketAddr = endpoint.addr;
     metrics.opened.inc();
     metrics.transition(None, Phase::Connecting);
+    // Settles the count if the connect fails, or if the attempt is dropped while connecting
+    // (a per-try timeout, the client going away).
+    let mut dialing = Dialing {
+        endpoint,
+        metrics,
+        reason: Some("connect-cancelled"),
+    };
     let tls = endpoint.tls.as_deref();
     let io = match super::io::connect(addr, connect_timeout, tls, b"http/1.1").await {
         Ok(io) => io,
         Err(e) => {
-            metrics.transition(Some(Phase::Connecting), Phase::Closed);
-            metrics.closed(e.reason, 0);
-            endpoint.open.fetch_sub(1, Ordering::AcqRel);
-            endpoint.wake.notify_waiters();
+            dialing.reason = Some(e.reason);
             return Err(e.error);
         }
     };
+    // From here the connection's own Drop settles the count.
+    dialing.reason = None;
     metrics.transition(Some(Phase::Connecting), Phase::Ready);
     Ok(Box::new(H1Conn {
         io,
@@ -176,6 +182,26 @@ pub(crate) async fn dial(
         metrics: metrics.clone(),
         close_reason: "closed",
     }))
+}
+
+/// A dial in progress: counted in the endpoint's `open` and in the connecting gauge.
+struct Dialing<'a> {
+    endpoint: &'a Endpoint,
+    metrics: &'a BackendMetrics,
+    /// `Some`: the dial did not produce a connection, closed with this reason.
+    reason: Option<&'static str>,
+}
+
+impl Drop for Dialing<'_> {
+    fn drop(&mut self) {
+        if let Some(reason) = self.reason {
+            self.metrics
+                .transition(Some(Phase::Connecting), Phase::Closed);
+            self.metrics.closed(reason, 0);
+            self.endpoint.open.fetch_sub(1, Ordering::AcqRel);
+            self.endpoint.wake.notify_waiters();
+        }
+    }
 }
 
 pub(crate) enum SendError {
