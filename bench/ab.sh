@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# A/B of two weir binaries on scenario b's load (HTTP/1.1 client -> proxy -> HTTP/1.1 backend),
+# with nginx as the peer in every round: OLD, NEW, nginx, OLD, NEW, nginx, ...
+#
+#   bash bench/ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS]
+#   LATENCY_RATE=33000 bash bench/ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS]
+#
+# Same pinning as the harness: the proxy on the last CPU, the client and the nginx backend on
+# CPU 0. Throughput (default): wrk -c32; prints req/s and the proxy's CPU microseconds per
+# request (utime+stime from /proc) per run. With LATENCY_RATE: oha at that fixed rate with 16
+# connections and latency correction (scenario e's client, needs bench/run.sh's oha); prints
+# p50/p99/p99.9, with the backend measured directly in place of the nginx proxy.
+# Uses ports 18001 (weir), 18005 (nginx proxy), 18100 (backend), 18901 (weir admin); run it
+# when the harness is not running. Needs nginx and wrk (bench/run.sh installs them).
+set -euo pipefail
+
+old=${1:?usage: ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS]}
+new=${2:?usage: ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS]}
+rounds=${3:-3}
+secs=${4:-8}
+here=$(cd "$(dirname "$0")" && pwd)
+run=$(mktemp -d /tmp/weir-ab.XXXXXX)
+cpus=$(nproc)
+proxy_cpu=$((cpus - 1))
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -f "$run/nb.pid" ] && kill "$(cat "$run/nb.pid")" 2>/dev/null || true
+    [ -f "$run/np.pid" ] && kill "$(cat "$run/np.pid")" 2>/dev/null || true
+    rm -rf "$run"
+}
+trap cleanup EXIT
+
+mkdir -p "$run/ngx-tmp" "$run/m"
+sed -e "s#\$RUN#$run#g; s#\$H1_BACKEND_PORT#18100#g; s#nginx-backend.pid#nb.pid#" \
+    "$here/templates/nginx-backend.conf" > "$run/nb.conf"
+sed -e "s#\$RUN#$run#g; s#\$H1_BACKEND_PORT#18100#g; s#\$WORKERS#1#; s#\$PORT#18005#; s#nginx-proxy.pid#np.pid#" \
+    "$here/templates/nginx-proxy.conf" > "$run/np.conf"
+sed -e 's/\$H2_BACKEND_PORT/18200/g; s/\$H1_BACKEND_PORT/18100/g; s/\$S1_BACKEND_PORT/18201/g; s/\$S8_BACKEND_PORT/18208/g' \
+    "$here/templates/weir/00-base.yaml" > "$run/m/00-base.yaml"
+taskset -c 0 nginx -c "$run/nb.conf" -p "$run" &
+taskset -c "$proxy_cpu" nginx -c "$run/np.conf" -p "$run" &
+sleep 1
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# measure LABEL URL PID: one warm-up second, then the measured run.
+measure() {
+    taskset -c 0 wrk -t1 -c32 -d1s "$2" > /dev/null
+    local a b out n rps
+    a=$(cpu_ticks "$3")
+    out=$(taskset -c 0 wrk -t1 -c32 -d"${secs}s" "$2")
+    b=$(cpu_ticks "$3")
+    n=$(awk '/requests in/ {print $1}' <<< "$out")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<< "$out")
+    local tick
+    tick=$(getconf CLK_TCK)
+    echo "$1 rps=$rps cpu_us_per_req=$(python3 -c "print(round(($b - $a) * 1e6 / $tick / $n, 2))")"
+}
+
+oha=${OHA:-$HOME/.cache/weir/bench-tools/bin/oha}
+
+# latency LABEL URL: one warm-up second, then oha at LATENCY_RATE.
+latency() {
+    taskset -c 0 wrk -t1 -c16 -d1s "$2" > /dev/null
+    taskset -c 0 "$oha" -z "${secs}s" -q "$LATENCY_RATE" -c 16 --latency-correction --no-tui \
+        --output-format json "$2" > "$run/oha.json"
+    python3 - "$1" "$run/oha.json" <<'PY'
+import json, sys
+p = json.load(open(sys.argv[2]))["latencyPercentiles"]
+print(sys.argv[1], " ".join(f"{k}={p[k] * 1e3:.3f}ms" for k in ("p50", "p99", "p99.9")))
+PY
+}
+
+weir_run() {
+    taskset -c "$proxy_cpu" "$2" run --manifests "$run/m" --http-listen 127.0.0.1:18001 \
+        --https-listen 127.0.0.1:18441 --admin-listen 127.0.0.1:18901 --log-level warn \
+        --workers 1 > "$run/weir.log" 2>&1 &
+    local pid=$!
+    pids+=("$pid")
+    for _ in $(seq 100); do
+        curl -fs -o /dev/null http://127.0.0.1:18901/readyz && break
+        sleep 0.05
+    done
+    if [ -n "${LATENCY_RATE:-}" ]; then
+        latency "$1" http://127.0.0.1:18001/h1/
+    else
+        measure "$1" http://127.0.0.1:18001/h1/ "$pid"
+    fi
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+}
+
+nginx_pid=$(cat "$run/np.pid")
+# The worker, not the master, does the work.
+nginx_worker=$(pgrep -P "$nginx_pid" | sed -n 1p)
+echo "# $(date -u +%FT%TZ) rounds=$rounds seconds=$secs proxy_cpu=$proxy_cpu"
+for _ in $(seq "$rounds"); do
+    weir_run old "$old"
+    weir_run new "$new"
+    if [ -n "${LATENCY_RATE:-}" ]; then
+        latency direct http://127.0.0.1:18100/h1/
+    else
+        measure nginx http://127.0.0.1:18005/ "$nginx_worker"
+    fi
+done
