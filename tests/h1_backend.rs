@@ -54,7 +54,7 @@ struct Backend {
     requests: Arc<AtomicUsize>,
     /// Connections open now.
     open: Arc<AtomicUsize>,
-    /// Requests being answered now, and the most ever at once.
+    /// Requests received and not yet answered, and the most ever at once.
     in_flight: Arc<(AtomicUsize, AtomicUsize)>,
 }
 
@@ -142,6 +142,9 @@ async fn serve(mut stream: TcpStream, script: Script, counts: Counts) {
         counts.in_flight.1.fetch_max(now, Ordering::SeqCst);
         let answer = script(&head);
         tokio::time::sleep(answer.delay).await;
+        // Uncounted before the answer goes out: weir cannot send another request on any
+        // connection because of this answer before this request stops counting.
+        counts.in_flight.0.fetch_sub(1, Ordering::SeqCst);
         let written = match answer.pause {
             Some((at, pause)) => {
                 let first = stream.write_all(&answer.bytes[..at]).await;
@@ -153,7 +156,6 @@ async fn serve(mut stream: TcpStream, script: Script, counts: Counts) {
             }
             None => stream.write_all(&answer.bytes).await,
         };
-        counts.in_flight.0.fetch_sub(1, Ordering::SeqCst);
         if written.is_err() {
             return;
         }
@@ -658,5 +660,42 @@ async fn abandoned_connects_give_their_slot_back() {
     let mut c = Client::connect(rig.weir.http, Proto::H1).await;
     let r = c.get("/").await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"));
+    rig.finish().await;
+}
+
+/// A client that goes away in the middle of its request body: the backend connection, which
+/// carries half a request, is closed rather than kept, and the next request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_leaving_mid_body_closes_the_backend_connection() {
+    let backend = Backend::start(|_| keep(OK)).await;
+    let rig = start_rig(&backend, None).await;
+    let mut raw = TcpStream::connect(rig.weir.http).await.unwrap();
+    let head =
+        format!("POST /up HTTP/1.1\r\nhost: {HOST}\r\ncontent-length: 100\r\n\r\n0123456789");
+    raw.write_all(head.as_bytes()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while backend.requests() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(raw);
+    while backend.open_now() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the half-sent connection was closed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pools = rig.weir.pools().await;
+    assert_eq!(
+        pools[0]["endpoints"][0]["h1_idle"].as_u64(),
+        Some(0),
+        "{pools}"
+    );
+    let mut c = Client::connect(rig.weir.http, Proto::H1).await;
+    assert_eq!(c.get("/").await.text(), "ok");
     rig.finish().await;
 }

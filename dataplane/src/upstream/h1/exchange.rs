@@ -211,7 +211,9 @@ impl Upload {
             match Pin::new(body).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready(Err(Error::Failed(Failure::RequestBody, e.to_string())))
+                    // Said once; the upload is over (a response may still be read).
+                    self.write_failed = Some(format!("the client's request body failed: {e}"));
+                    return Poll::Ready(Err(Error::Failed(Failure::RequestBody, e.to_string())));
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) if data.is_empty() => {}
