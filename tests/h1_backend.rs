@@ -237,19 +237,35 @@ impl Client {
         }
     }
 
+    /// Sends `method path` to HOST and returns the response as soon as its head is in.
+    async fn response(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Body,
+        content_length: Option<u64>,
+    ) -> hyper::Result<http::Response<hyper::body::Incoming>> {
+        let proto = match self {
+            Client::H1(_) => Proto::H1,
+            Client::H2(_) => Proto::H2,
+        };
+        let mut req = client::request(proto, method, HOST, path, body);
+        if let Some(len) = content_length {
+            req.headers_mut()
+                .insert("content-length", http::HeaderValue::from(len));
+        }
+        match self {
+            Client::H1(tx) => {
+                tx.ready().await?;
+                tx.send_request(req).await
+            }
+            Client::H2(tx) => tx.send_request(req).await,
+        }
+    }
+
     async fn send(&mut self, method: &str, path: &str, body: Body) -> Reply {
         let work = async {
-            let resp = match self {
-                Client::H1(tx) => {
-                    tx.ready().await?;
-                    tx.send_request(client::request(Proto::H1, method, HOST, path, body))
-                        .await?
-                }
-                Client::H2(tx) => {
-                    tx.send_request(client::request(Proto::H2, method, HOST, path, body))
-                        .await?
-                }
-            };
+            let resp = self.response(method, path, body, None).await?;
             let (parts, body) = resp.into_parts();
             let collected = http_body_util::BodyExt::collect(body).await?;
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Reply {
@@ -319,16 +335,18 @@ async fn keep_alive_reuse_and_idle_close() {
 /// `empty-response` is, while a GET then is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_after_the_request_is_possibly_processed() {
-    let silent_first = Arc::new(AtomicUsize::new(0));
-    let seen = silent_first.clone();
-    let script = move |_: &str| {
-        if seen.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
-            then_close("")
-        } else {
-            keep(OK)
+    // Every other request (the first, the third, ...) is read and left without an answer.
+    let every_other_silent = || {
+        let seen = AtomicUsize::new(0);
+        move |_: &str| {
+            if seen.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                then_close("")
+            } else {
+                keep(OK)
+            }
         }
     };
-    let backend = Backend::start(script).await;
+    let backend = Backend::start(every_other_silent()).await;
     let rig = start_rig(&backend, None).await;
     let mut c = Client::connect(rig.weir.http, Proto::H1).await;
     assert_eq!(c.get("/").await.status, 502);
@@ -339,18 +357,7 @@ async fn close_after_the_request_is_possibly_processed() {
     assert_eq!(empty, 1.0);
     rig.finish().await;
 
-    silent_first.store(0, Ordering::SeqCst);
-    let backend = Backend::start({
-        let seen = silent_first.clone();
-        move |_: &str| {
-            if seen.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
-                then_close("")
-            } else {
-                keep(OK)
-            }
-        }
-    })
-    .await;
+    let backend = Backend::start(every_other_silent()).await;
     let policy = "retry:\n  attempts: 2\n  when: [unprocessed, empty-response]";
     let rig = start_rig(&backend, Some(policy)).await;
     let mut c = Client::connect(rig.weir.http, Proto::H1).await;
@@ -439,29 +446,15 @@ async fn answer_before_the_body_is_done() {
     let rig = start_rig(&backend, None).await;
     for proto in [Proto::H1, Proto::H2] {
         let before = backend.connections();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, _>>(1);
-        let body =
-            http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(tokio_stream_from(rx)));
-        let first = Bytes::from(vec![b'x'; 16 * 1024]);
-        tx.send(Ok(http_body::Frame::data(first))).await.unwrap();
+        let (tx, body) = client::channel_body();
+        tx.send(Bytes::from(vec![b'x'; 16 * 1024])).await.unwrap();
         let mut c = Client::connect(rig.weir.http, proto).await;
-        let req = async {
-            match &mut c {
-                Client::H1(s) => s
-                    .send_request(client::request(Proto::H1, "POST", HOST, "/up", body))
-                    .await
-                    .map(|r| r.status()),
-                Client::H2(s) => s
-                    .send_request(client::request(Proto::H2, "POST", HOST, "/up", body))
-                    .await
-                    .map(|r| r.status()),
-            }
-        };
-        let status = tokio::time::timeout(Duration::from_secs(10), req)
+        let req = c.response("POST", "/up", body, None);
+        let resp = tokio::time::timeout(Duration::from_secs(10), req)
             .await
             .expect("the early answer arrives while the body is still open")
             .expect("a response");
-        assert_eq!(status, 413, "{proto:?}");
+        assert_eq!(resp.status(), 413, "{proto:?}");
         drop(tx);
         let mut c = Client::connect(rig.weir.http, proto).await;
         assert_eq!(c.get("/").await.text(), "ok");
@@ -487,30 +480,18 @@ async fn answer_during_the_upload_retires_the_connection() {
     .await;
     let rig = start_rig(&backend, None).await;
     for proto in [Proto::H1, Proto::H2] {
-        let (tx, rx) = tokio::sync::mpsc::channel::<FrameResult>(1);
-        let body =
-            http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(tokio_stream_from(rx)));
+        let (tx, body) = client::channel_body();
         let half = Bytes::from(vec![b'x'; 16 * 1024]);
-        tx.send(Ok(http_body::Frame::data(half.clone())))
-            .await
-            .unwrap();
-        let mut req = client::request(proto, "POST", HOST, "/up", body);
-        req.headers_mut()
-            .insert("content-length", http::HeaderValue::from(32 * 1024));
+        tx.send(half.clone()).await.unwrap();
         let mut c = Client::connect(rig.weir.http, proto).await;
-        let resp = async {
-            match &mut c {
-                Client::H1(s) => s.send_request(req).await,
-                Client::H2(s) => s.send_request(req).await,
-            }
-        };
+        let resp = c.response("POST", "/up", body, Some(32 * 1024));
         let resp = tokio::time::timeout(Duration::from_secs(10), resp)
             .await
             .expect("the response head arrives while the body is still open")
             .expect("a response");
         assert_eq!(resp.status(), 200, "{proto:?}");
         // Now the rest of the request, while the response body is still on its way.
-        tx.send(Ok(http_body::Frame::data(half))).await.unwrap();
+        tx.send(half).await.unwrap();
         drop(tx);
         let got = http_body_util::BodyExt::collect(resp.into_body()).await;
         assert_eq!(
@@ -524,15 +505,6 @@ async fn answer_during_the_upload_retires_the_connection() {
         assert_eq!(backend.requests(), if proto == Proto::H1 { 1 } else { 2 });
     }
     rig.finish().await;
-}
-
-type FrameResult = Result<http_body::Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
-
-/// A stream of body frames fed by a channel.
-fn tokio_stream_from(
-    rx: tokio::sync::mpsc::Receiver<FrameResult>,
-) -> impl futures_util::Stream<Item = FrameResult> {
-    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) })
 }
 
 /// The pool's limits hold for HTTP/1.1 backends: `maxRequestsPerConnection` retires a

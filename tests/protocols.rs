@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use weir_testkit::client::{self, BoxError, Proto};
+use weir_testkit::client::{self, Proto};
 use weir_testkit::manifests::{docs, ingress, ingress_class, service};
 use weir_testkit::{Backend, TempDir, Weir};
 
@@ -157,26 +156,6 @@ async fn hop_by_hop_headers_are_removed() {
     assert_eq!(r.header("x-seen-xff"), Some("203.0.113.9, 127.0.0.1"));
 }
 
-/// A request body fed by the test, chunk by chunk.
-struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, ChannelBody) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    (tx, ChannelBody(rx))
-}
-
 /// The first half of a request body reaches the backend, and its echo comes back to the client,
 /// before the client has sent the second half: nothing on the way buffers the whole body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,8 +166,8 @@ async fn bodies_stream_both_ways() {
         (Proto::H1, "h2c.example.com"),
         (Proto::H2, "h2c.example.com"),
     ] {
-        let (tx, body) = channel_body();
-        let req = client::request(proto, "POST", host, "/echo", body.boxed());
+        let (tx, body) = client::channel_body();
+        let req = client::request(proto, "POST", host, "/echo", body);
         let stream = TcpStream::connect(s.weir.http).await.unwrap();
         let send = tokio::spawn(async move {
             match proto {

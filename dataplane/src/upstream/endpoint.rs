@@ -27,9 +27,9 @@ pub(crate) struct Endpoint {
     #[allow(clippy::vec_box)]
     h1_idle: Mutex<Vec<Box<H1Conn>>>,
     /// Open HTTP/1.1 connections (idle or busy), for the per-endpoint limit.
-    pub(crate) open: AtomicUsize,
+    open: AtomicUsize,
     /// Woken when a slot frees, a connection changes phase, or one closes.
-    pub(crate) wake: Arc<Notify>,
+    wake: Arc<Notify>,
     /// The last HTTP/2 connection that failed to come up, and when.
     failures: Arc<Mutex<Option<(Instant, Failure)>>>,
     /// Removed from its backend: no new connections (set under the connection-list locks).
@@ -353,6 +353,12 @@ impl Endpoint {
             idle.push(conn);
         }
         drop(idle);
+        self.wake.notify_waiters();
+    }
+
+    /// One HTTP/1.1 connection (or dial) fewer: its slot is free for a waiting request.
+    pub(crate) fn h1_closed(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
         self.wake.notify_waiters();
     }
 

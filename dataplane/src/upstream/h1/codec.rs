@@ -4,9 +4,9 @@
 use std::mem::MaybeUninit;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
 
 use crate::proxy::headers::is_hop_by_hop_field;
-use http::{Method, StatusCode, Version};
 
 /// Most header fields a response head may carry (hyper's default as a client).
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -28,7 +28,8 @@ impl RequestFraming {
     /// Chooses the framing from the request's own `Content-Length` (validated by the server
     /// side already), else from what the body says about itself.
     pub(crate) fn choose(headers: &HeaderMap, body_empty: bool, exact: Option<u64>) -> Self {
-        if let Some(len) = content_length(headers) {
+        let values = headers.get_all(header::CONTENT_LENGTH);
+        if let Some(Some(len)) = declared_length(values.iter().map(HeaderValue::as_bytes)) {
             return if len == 0 {
                 RequestFraming::Empty
             } else {
@@ -43,15 +44,17 @@ impl RequestFraming {
     }
 }
 
-/// A single, well-formed `Content-Length` (repeated identical values count as one).
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+/// What the `Content-Length` fields say: `None` when there is none, `Some(None)` when one is
+/// invalid or they disagree, else the length (repeated identical values count as one).
+fn declared_length<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<Option<u64>> {
     let mut found = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let len = parse_length(value.as_bytes())?;
-        if found.is_some_and(|f| f != len) {
-            return None;
-        }
-        found = Some(len);
+    for value in values {
+        let len = parse_length(value);
+        found = Some(match found {
+            None => len,
+            Some(prev) if prev == len => len,
+            Some(_) => None,
+        });
     }
     found
 }
@@ -88,16 +91,8 @@ pub(crate) fn encode_head(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut has_length = false;
-    for (name, value) in headers {
-        if name == header::CONTENT_LENGTH {
-            has_length = true;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    write_fields(out, headers);
+    let has_length = headers.contains_key(header::CONTENT_LENGTH);
     match framing {
         RequestFraming::Empty => {
             // A method that defines a meaning for content says "none" explicitly.
@@ -125,13 +120,20 @@ pub(crate) fn chunk_header(out: &mut Vec<u8>, len: usize) {
 /// The last chunk, with the trailers (if any) as its trailer section.
 pub(crate) fn last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     out.extend_from_slice(b"0\r\n");
-    for (name, value) in trailers.into_iter().flatten() {
+    if let Some(trailers) = trailers {
+        write_fields(out, trailers);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `name: value` lines, one per field.
+fn write_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// How the response body is delimited.
@@ -307,15 +309,12 @@ impl<'b> Fields<'b> {
                         f.chunked.get_or_insert(false);
                     }
                 }
-            } else if h.name.eq_ignore_ascii_case("content-length") {
-                let value = parse_length(h.value);
-                f.length = Some(match f.length {
-                    None => value,
-                    Some(prev) if prev == value => value,
-                    Some(_) => None,
-                });
             }
         }
+        let lengths = raw
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+        f.length = declared_length(lengths.map(|h| h.value));
         f
     }
 

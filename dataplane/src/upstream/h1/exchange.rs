@@ -172,11 +172,7 @@ impl Future for Exchange<'_> {
 impl Upload {
     /// Writes what is buffered, then the next body frame, until something would block.
     /// `Ready(Err)` ends the exchange; `Ready(Ok)` means the request is all written.
-    pub(super) fn poll_send(
-        &mut self,
-        conn: &mut H1Conn,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Error>> {
+    fn poll_send(&mut self, conn: &mut H1Conn, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         loop {
             while self.pos < conn.wbuf.len() {
                 let written = Pin::new(&mut conn.io).poll_write(cx, &conn.wbuf[self.pos..]);

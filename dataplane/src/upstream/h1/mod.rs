@@ -13,7 +13,6 @@ mod exchange;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -133,8 +132,7 @@ impl Drop for H1Conn {
         self.metrics.transition(Some(Phase::Ready), Phase::Closed);
         self.metrics.closed(self.close_reason, self.requests);
         if let Some(endpoint) = self.endpoint.upgrade() {
-            endpoint.open.fetch_sub(1, Ordering::AcqRel);
-            endpoint.wake.notify_waiters();
+            endpoint.h1_closed();
         }
     }
 }
@@ -198,8 +196,7 @@ impl Drop for Dialing<'_> {
             self.metrics
                 .transition(Some(Phase::Connecting), Phase::Closed);
             self.metrics.closed(reason, 0);
-            self.endpoint.open.fetch_sub(1, Ordering::AcqRel);
-            self.endpoint.wake.notify_waiters();
+            self.endpoint.h1_closed();
         }
     }
 }
