@@ -18,26 +18,8 @@ old=${1:?usage: ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS]}
 new=${2:?usage: ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS]}
 rounds=${3:-3}
 secs=${4:-8}
-here=$(cd "$(dirname "$0")" && pwd)
-run=$(mktemp -d /tmp/weir-ab.XXXXXX)
-cpus=$(nproc)
-proxy_cpu=$((cpus - 1))
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$run/nb.pid" ] && kill "$(cat "$run/nb.pid")" 2>/dev/null || true
-    [ -f "$run/np.pid" ] && kill "$(cat "$run/np.pid")" 2>/dev/null || true
-    rm -rf "$run"
-}
-trap cleanup EXIT
-
-mkdir -p "$run/ngx-tmp" "$run/m"
-sed -e "s#\$RUN#$run#g; s#\$H1_BACKEND_PORT#18100#g; s#nginx-backend.pid#nb.pid#" \
-    "$here/templates/nginx-backend.conf" > "$run/nb.conf"
-sed -e "s#\$RUN#$run#g; s#\$H1_BACKEND_PORT#18100#g; s#\$WORKERS#1#; s#\$PORT#18005#; s#nginx-proxy.pid#np.pid#" \
-    "$here/templates/nginx-proxy.conf" > "$run/np.conf"
-sed -e 's/\$H2_BACKEND_PORT/18200/g; s/\$H1_BACKEND_PORT/18100/g; s/\$S1_BACKEND_PORT/18201/g; s/\$S8_BACKEND_PORT/18208/g' \
-    "$here/templates/weir/00-base.yaml" > "$run/m/00-base.yaml"
+. "$(dirname "$0")/local.sh"
+local_setup ab
 taskset -c 0 nginx -c "$run/nb.conf" -p "$run" &
 taskset -c "$proxy_cpu" nginx -c "$run/np.conf" -p "$run" &
 sleep 1
@@ -73,22 +55,14 @@ PY
 }
 
 weir_run() {
-    taskset -c "$proxy_cpu" "$2" run --manifests "$run/m" --http-listen 127.0.0.1:18001 \
-        --https-listen 127.0.0.1:18441 --admin-listen 127.0.0.1:18901 --log-level warn \
-        --workers 1 > "$run/weir.log" 2>&1 &
-    local pid=$!
-    pids+=("$pid")
-    for _ in $(seq 100); do
-        curl -fs -o /dev/null http://127.0.0.1:18901/readyz && break
-        sleep 0.05
-    done
+    start_weir "$2"
     if [ -n "${LATENCY_RATE:-}" ]; then
         latency "$1" http://127.0.0.1:18001/h1/
     else
-        measure "$1" http://127.0.0.1:18001/h1/ "$pid"
+        measure "$1" http://127.0.0.1:18001/h1/ "$weir_pid"
     fi
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
+    kill "$weir_pid"
+    wait "$weir_pid" 2>/dev/null || true
 }
 
 nginx_pid=$(cat "$run/np.pid")

@@ -14,23 +14,8 @@ set -euo pipefail
 weir=${1:?usage: profile-split.sh WEIR_BINARY h1|h2 [SECONDS]}
 load=${2:?usage: profile-split.sh WEIR_BINARY h1|h2 [SECONDS]}
 secs=${3:-4}
-here=$(cd "$(dirname "$0")" && pwd)
-run=$(mktemp -d /tmp/weir-split.XXXXXX)
-proxy_cpu=$(($(nproc) - 1))
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$run/nb.pid" ] && kill "$(cat "$run/nb.pid")" 2>/dev/null || true
-    rm -rf "$run"
-}
-trap cleanup EXIT
-
-mkdir -p "$run/ngx-tmp" "$run/m" "$run/htdocs/h2c"
-printf 'hello, bench\n' > "$run/htdocs/h2c/index.html"
-sed -e "s#\$RUN#$run#g; s#\$H1_BACKEND_PORT#18100#g; s#nginx-backend.pid#nb.pid#" \
-    "$here/templates/nginx-backend.conf" > "$run/nb.conf"
-sed -e 's/\$H2_BACKEND_PORT/18200/g; s/\$H1_BACKEND_PORT/18100/g; s/\$S1_BACKEND_PORT/18201/g; s/\$S8_BACKEND_PORT/18208/g' \
-    "$here/templates/weir/00-base.yaml" > "$run/m/00-base.yaml"
+. "$(dirname "$0")/local.sh"
+local_setup split
 case "$load" in
     h1)
         taskset -c 0 nginx -c "$run/nb.conf" -p "$run" &
@@ -43,20 +28,12 @@ case "$load" in
         ;;
     *) echo "load must be h1 or h2" >&2; exit 2 ;;
 esac
-taskset -c "$proxy_cpu" "$weir" run --manifests "$run/m" --http-listen 127.0.0.1:18001 \
-    --https-listen 127.0.0.1:18441 --admin-listen 127.0.0.1:18901 --log-level warn \
-    --workers 1 > "$run/weir.log" 2>&1 &
-wpid=$!
-pids+=("$wpid")
-for _ in $(seq 100); do
-    curl -fs -o /dev/null http://127.0.0.1:18901/readyz && break
-    sleep 0.05
-done
+start_weir "$weir"
 taskset -c 0 "${client[@]}" > "$run/client.out" 2>&1 &
 pids+=("$!")
 sleep 1.5
 perf record -q -o "$run/perf.data" -e cpu-clock -F 1999 --call-graph dwarf,16384 \
-    -p "$wpid" -- sleep "$secs" > /dev/null 2>&1
+    -p "$weir_pid" -- sleep "$secs" > /dev/null 2>&1
 wait "${pids[-1]}" || true
 echo "# $(date -u +%FT%TZ) weir=$weir load=$load seconds=$secs"
 echo "# client: ${client[*]}"
