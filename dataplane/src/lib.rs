@@ -4,6 +4,7 @@
 //! ([`Dataplane::follow`]); its outputs are proxied requests and metrics.
 
 mod admin;
+mod http1;
 mod listener;
 pub mod metrics;
 pub mod policy;

@@ -28,6 +28,13 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed()
 }
 
+/// A body with nothing in it (no allocation: the box holds a zero-sized value).
+pub fn empty() -> ProxyBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 pub fn incoming(body: Incoming) -> ProxyBody {
     body.map_err(BoxError::from).boxed()
 }

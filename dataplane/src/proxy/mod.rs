@@ -14,7 +14,6 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::uri::{self, Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::metrics::{Code, RequestMetrics};
@@ -58,7 +57,7 @@ impl ClientConn {
 }
 
 /// The authority the client addressed: `:authority` / absolute URI first, then `Host`.
-fn authority(req: &Request<Incoming>) -> Option<String> {
+fn authority<B>(req: &Request<B>) -> Option<String> {
     if let Some(a) = req.uri().authority() {
         return Some(a.as_str().to_string());
     }
@@ -105,8 +104,8 @@ impl Dataplane {
     /// unprocessed failure on an HTTP/2 client stream, which becomes REFUSED_STREAM.
     pub(crate) async fn handle(
         &self,
-        req: Request<Incoming>,
-        client: ClientConn,
+        req: Request<ProxyBody>,
+        client: &ClientConn,
     ) -> Result<Response<ProxyBody>, Refused> {
         let start = Instant::now();
         let snapshot: Arc<Snapshot> = self.current.load_full();
@@ -125,7 +124,7 @@ impl Dataplane {
         // Boxed: the dispatch state (retry loop, attempt, pool lease, protocol send) is a few
         // KiB; kept inline it would be copied each time hyper moves the stream's future (into
         // its task, among others). One allocation and one copy instead.
-        let d = Box::pin(self.dispatch(&snapshot, req, &client, start)).await;
+        let d = Box::pin(self.dispatch(&snapshot, req, client, start)).await;
         let mut completion = Completion {
             metrics: d.metrics,
             code: Code::Refused,
@@ -152,7 +151,7 @@ impl Dataplane {
     async fn dispatch(
         &self,
         snapshot: &Snapshot,
-        req: Request<Incoming>,
+        req: Request<ProxyBody>,
         client: &ClientConn,
         start: Instant,
     ) -> Dispatched {
@@ -252,7 +251,7 @@ struct InvalidTarget;
 
 /// Rewrites a client request into the form the backend's protocol expects.
 fn to_upstream(
-    req: Request<Incoming>,
+    req: Request<ProxyBody>,
     authority: &str,
     client: &ClientConn,
     protocol: Protocol,
@@ -296,5 +295,5 @@ fn to_upstream(
         }
     }
     parts.extensions = http::Extensions::new();
-    Ok((parts, body::incoming(body)))
+    Ok((parts, body))
 }

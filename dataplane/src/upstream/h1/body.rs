@@ -9,10 +9,10 @@ use bytes::Bytes;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 
-use super::chunked::{Decoded, Decoder};
 use super::codec::{ResponseFraming, ResponseHead};
 use super::exchange::{Error, Upload};
 use super::H1Conn;
+use crate::http1::chunked::{Decoded, Decoder};
 use crate::proxy::body::{BoxError, ProxyBody};
 
 enum State {

@@ -13,6 +13,7 @@ use tokio::io::AsyncWrite;
 
 use super::codec::{self, RequestFraming, ResponseHead};
 use super::H1Conn;
+use crate::http1;
 use crate::proxy::replay::AttemptBody;
 use crate::upstream::error::Failure;
 
@@ -89,7 +90,7 @@ impl<'a> Exchange<'a> {
             // Parse only once the blank line that ends a head is in: a head that trickles in
             // byte by byte is scanned once, not parsed again from the start on every read.
             let buffered = self.conn.rbuf.len();
-            if buffered > 0 && codec::has_head_end(&self.conn.rbuf, self.scanned) {
+            if buffered > 0 && crate::http1::has_head_end(&self.conn.rbuf, self.scanned) {
                 match codec::parse_head(&self.conn.rbuf, &self.method) {
                     Ok(Some(head)) => {
                         self.conn.rbuf.advance(head.len);
@@ -104,7 +105,7 @@ impl<'a> Exchange<'a> {
                         return Poll::Ready(Err(Error::Failed(Failure::Malformed, e.to_string())))
                     }
                 }
-            } else if buffered > codec::MAX_HEAD_BYTES {
+            } else if buffered > crate::http1::MAX_HEAD_BYTES {
                 let e = codec::HeadError::TooLarge;
                 return Poll::Ready(Err(Error::Failed(Failure::Malformed, e.to_string())));
             } else {
@@ -217,14 +218,14 @@ impl Upload {
                     Err(frame) => {
                         // Trailers end the body; only the chunked coding can carry them.
                         if self.framing == RequestFraming::Chunked {
-                            codec::last_chunk(&mut conn.wbuf, frame.trailers_ref());
+                            http1::last_chunk(&mut conn.wbuf, frame.trailers_ref());
                         }
                         self.end_body()?;
                     }
                 },
                 Poll::Ready(None) => {
                     if self.framing == RequestFraming::Chunked {
-                        codec::last_chunk(&mut conn.wbuf, None);
+                        http1::last_chunk(&mut conn.wbuf, None);
                     }
                     self.end_body()?;
                 }
@@ -242,7 +243,7 @@ impl Upload {
                 ))
             }
             RequestFraming::Chunked => {
-                codec::chunk_header(&mut conn.wbuf, data.len());
+                http1::chunk_header(&mut conn.wbuf, data.len());
                 conn.wbuf.extend_from_slice(data);
                 conn.wbuf.extend_from_slice(b"\r\n");
                 return Ok(());

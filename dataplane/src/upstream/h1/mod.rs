@@ -6,7 +6,6 @@
 //! and no channel between the request and its connection.
 
 mod body;
-mod chunked;
 mod codec;
 mod exchange;
 

@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::codec::{MAX_HEADERS, MAX_HEAD_BYTES};
+use super::{MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::proxy::headers::is_hop_by_hop_field;
 
 /// Longest chunk-size line (size plus extensions) accepted.

@@ -1,5 +1,9 @@
 //! Client-facing listeners: cleartext (HTTP/1.1 and HTTP/2 prior knowledge told apart by the
 //! connection preface) and TLS (ALPN `h2` / `http/1.1`, certificate by SNI), with graceful drain.
+//! HTTP/1.1 connections are served by weir's own server ([`h1`]); HTTP/2 ones by hyper's.
+
+mod h1;
+mod sniff;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,18 +11,22 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::proxy::ClientConn;
+use crate::proxy::{body, ClientConn};
 use crate::state::Dataplane;
+use sniff::{Prefixed, Protocol};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,16 +38,11 @@ pub struct Listeners {
     pub https: Option<TcpListener>,
 }
 
-type Builder = auto::Builder<TokioExecutor>;
+type H2Builder = http2::Builder<TokioExecutor>;
 
-fn builder() -> Builder {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+fn h2_builder() -> H2Builder {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     b
@@ -61,12 +64,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) {
-    let graceful = Arc::new(GracefulShutdown::new());
+    let connections = TaskTracker::new();
+    let drain = CancellationToken::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Accept {
         dataplane: dataplane.clone(),
-        graceful: graceful.clone(),
-        builder: Arc::new(builder()),
+        connections: connections.clone(),
+        drain: drain.clone(),
+        h2: Arc::new(h2_builder()),
         stop: stop_rx,
     };
     let (done_tx, done_rx) = watch::channel(false);
@@ -113,12 +118,10 @@ pub async fn serve(
     for rx in stopped {
         let _ = rx.await;
     }
-    let Ok(graceful) = Arc::try_unwrap(graceful) else {
-        tracing::error!("accept loops still hold the drain handle; exiting without drain");
-        return;
-    };
-    let open = graceful.count();
-    match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
+    connections.close();
+    let open = connections.len();
+    drain.cancel();
+    match tokio::time::timeout(drain_timeout, connections.wait()).await {
         Ok(()) => tracing::info!(connections = open, "drained"),
         Err(_) => tracing::warn!("drain timeout reached; closing remaining connections"),
     }
@@ -129,8 +132,11 @@ pub async fn serve(
 #[derive(Clone)]
 struct Accept {
     dataplane: Arc<Dataplane>,
-    graceful: Arc<GracefulShutdown>,
-    builder: Arc<Builder>,
+    /// Every client connection, to wait for in the drain.
+    connections: TaskTracker,
+    /// Tells connections to finish: GOAWAY for HTTP/2, close after the response for HTTP/1.1.
+    drain: CancellationToken,
+    h2: Arc<H2Builder>,
     stop: watch::Receiver<bool>,
 }
 
@@ -181,12 +187,7 @@ fn worker_thread(
 }
 
 async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Accept) {
-    let Accept {
-        dataplane,
-        graceful,
-        builder,
-        mut stop,
-    } = ctx;
+    let mut stop = ctx.stop.clone();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -202,24 +203,24 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Accep
             }
         };
         let _ = stream.set_nodelay(true);
-        let watcher = graceful.watcher();
-        let session = dataplane.session();
-        let dataplane = dataplane.clone();
-        let builder = builder.clone();
+        let session = ctx.dataplane.session();
+        let conn = ctx.clone();
         match &tls {
             None => {
                 let client = ClientConn::new(addr, false, session);
-                tokio::spawn(serve_conn(stream, client, dataplane, builder, watcher));
+                ctx.connections
+                    .spawn(serve_conn(stream, client, conn, false));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                tokio::spawn(async move {
+                ctx.connections.spawn(async move {
                     let handshake =
                         tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(stream)) => {
+                            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                             let client = ClientConn::new(addr, true, session);
-                            serve_conn(stream, client, dataplane, builder, watcher).await
+                            serve_conn(stream, client, conn, h2).await
                         }
                         Ok(Err(error)) => tracing::debug!(%addr, %error, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
@@ -230,23 +231,61 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Accep
     }
 }
 
-async fn serve_conn<I>(
-    io: I,
-    client: ClientConn,
-    dataplane: Arc<Dataplane>,
-    builder: Arc<Builder>,
-    watcher: Watcher,
-) where
+/// Serves one client connection with the protocol it speaks: `h2` when ALPN chose it, else
+/// what its first bytes say.
+async fn serve_conn<I>(mut io: I, client: ClientConn, ctx: Accept, alpn_h2: bool)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut first = BytesMut::new();
+    let protocol = if alpn_h2 {
+        Protocol::Http2
+    } else {
+        let read = sniff::read_protocol(&mut io, &mut first);
+        let protocol = tokio::select! {
+            protocol = tokio::time::timeout(HEADER_READ_TIMEOUT, read) => protocol.ok().flatten(),
+            _ = ctx.drain.cancelled() => None,
+        };
+        let Some(protocol) = protocol else { return };
+        protocol
+    };
+    match protocol {
+        Protocol::Http1 => {
+            h1::serve(
+                io,
+                first,
+                client,
+                ctx.dataplane,
+                ctx.drain,
+                HEADER_READ_TIMEOUT,
+            )
+            .await
+        }
+        Protocol::Http2 => serve_h2(Prefixed::new(first.freeze(), io), client, ctx).await,
+    }
+}
+
+async fn serve_h2<I>(io: I, client: ClientConn, ctx: Accept)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let addr = client.addr;
-    let service = service_fn(move |req| {
+    let dataplane = ctx.dataplane.clone();
+    let service = service_fn(move |req: http::Request<Incoming>| {
         let dataplane = dataplane.clone();
         let client = client.clone();
-        async move { dataplane.handle(req, client).await }
+        async move { dataplane.handle(req.map(body::incoming), &client).await }
     });
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    if let Err(error) = watcher.watch(conn).await {
+    let conn = ctx.h2.serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = ctx.drain.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
         tracing::debug!(client = %addr, %error, "client connection ended with an error");
     }
 }

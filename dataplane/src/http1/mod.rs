@@ -1,0 +1,114 @@
+//! HTTP/1.1 wire pieces both sides of the proxy share (RFC 9112): field limits, the
+//! `Content-Length` rule, the end of a head, and the chunked coding. Pure: bytes in, values out.
+
+pub(crate) mod chunked;
+
+use http::header::HeaderMap;
+
+/// Most header fields a head may carry (hyper's default).
+pub(crate) const MAX_HEADERS: usize = 100;
+/// Largest head accepted; a bigger one is malformed.
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// What the `Content-Length` fields say: `None` when there is none, `Some(None)` when one is
+/// invalid or they disagree, else the length (repeated identical values count as one).
+pub(crate) fn declared_length<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<Option<u64>> {
+    let mut found = None;
+    for value in values {
+        let len = parse_length(value);
+        found = Some(match found {
+            None => len,
+            Some(prev) if prev == len => len,
+            Some(_) => None,
+        });
+    }
+    found
+}
+
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let mut n: u64 = 0;
+    // `Content-Length: 5, 5` is a list of identical values; anything else is invalid.
+    for (parts, part) in value.split(|b| *b == b',').enumerate() {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let v = part.iter().try_fold(0u64, |acc, d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?;
+        if parts > 0 && v != n {
+            return None;
+        }
+        n = v;
+    }
+    Some(n)
+}
+
+/// The chunk header for `len` bytes of data (`len` > 0).
+pub(crate) fn chunk_header(out: &mut Vec<u8>, len: usize) {
+    use std::io::Write;
+    let _ = write!(out, "{len:x}\r\n");
+}
+
+/// The last chunk, with the trailers (if any) as its trailer section.
+pub(crate) fn last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+    out.extend_from_slice(b"0\r\n");
+    if let Some(trailers) = trailers {
+        write_fields(out, trailers);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `name: value` lines, one per field.
+pub(crate) fn write_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Whether `buf` holds the blank line that ends a head, looking from `from` on (bytes before
+/// it were searched already). Bare LF line ends count, as the parser accepts them.
+pub(crate) fn has_head_end(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(2).min(buf.len());
+    buf[start..]
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .any(|(i, _)| matches!(&buf[start + i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::HeaderValue;
+
+    #[test]
+    fn chunks_and_trailers() {
+        let mut out = Vec::new();
+        chunk_header(&mut out, 255);
+        assert_eq!(out, b"ff\r\n");
+        out.clear();
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", HeaderValue::from_static("0"));
+        last_chunk(&mut out, Some(&t));
+        assert_eq!(out, b"0\r\ngrpc-status: 0\r\n\r\n");
+    }
+
+    #[test]
+    fn head_end_is_found_across_reads() {
+        let full = b"HTTP/1.1 200 OK\r\nx: y\r\n\r\n";
+        assert!(has_head_end(full, 0));
+        assert!(!has_head_end(&full[..full.len() - 1], 0));
+        // Searched up to the middle of the blank line before: still found.
+        for cut in 0..full.len() {
+            assert!(has_head_end(full, cut), "from {cut}");
+        }
+        assert!(has_head_end(b"HTTP/1.1 200 OK\n\n", 0), "bare LF");
+        assert!(!has_head_end(b"HTTP/1.1 200 OK\r\n", 0));
+    }
+}

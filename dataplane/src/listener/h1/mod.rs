@@ -1,0 +1,374 @@
+//! weir's HTTP/1.1 server side: one client connection, its requests one after another
+//! (pipelined ones in order). The connection's own task reads each head, runs the request on
+//! the proxy, and writes the response; there is no task or channel per request. The request
+//! body is read from the socket only as the request path asks for it, and keeps moving while
+//! the response is written (a backend may answer before it has the whole body).
+
+mod body;
+mod feed;
+mod request;
+mod response;
+mod write;
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::{Method, Request};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::http1::{has_head_end, MAX_HEAD_BYTES};
+use crate::proxy::body::{empty, ProxyBody};
+use crate::proxy::ClientConn;
+use crate::state::Dataplane;
+use feed::Feeder;
+use request::{BodyFraming, Rejection, RequestHead};
+use response::{Answering, BodyHint};
+use write::Writer;
+
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+/// Bytes of pipelined requests read ahead while one is being served; beyond that the
+/// connection stops reading until the current response is written.
+const MAX_READ_AHEAD: usize = MAX_HEAD_BYTES;
+/// How long a closing connection reads (and discards) what the client still sends, so that
+/// the response is not destroyed by a reset for unread data.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+/// How long the rest of an unwanted request body may take to arrive before the connection
+/// is closed instead of kept.
+const DISCARD_TIME: Duration = Duration::from_secs(10);
+
+/// The connection's socket and buffers.
+struct Conn<I> {
+    io: I,
+    /// Bytes read from the client and not yet consumed.
+    rbuf: BytesMut,
+    /// Bytes to write: interim responses, the response head and body.
+    wbuf: Vec<u8>,
+    /// Progress through `wbuf`.
+    wpos: usize,
+    /// The client closed its side, or reading failed.
+    read_closed: bool,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
+    /// Reads more of the client's bytes; `Ready(false)` when the client has closed.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        if self.read_closed {
+            return Poll::Ready(false);
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(n)) if n > 0 => Poll::Ready(true),
+            Poll::Ready(result) => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "reading from the client failed");
+                }
+                self.read_closed = true;
+                Poll::Ready(false)
+            }
+        }
+    }
+
+    /// Writes all of `wbuf`, then flushes.
+    fn poll_write_all(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.wpos < self.wbuf.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.wpos += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        }
+        self.wbuf.clear();
+        self.wpos = 0;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+}
+
+/// How waiting for a request head ended.
+enum HeadRead {
+    Request(Box<RequestHead>),
+    Refused(Rejection),
+    /// The client closed, the wait timed out, or the server is draining an idle connection.
+    Closed,
+}
+
+/// What the connection does after an exchange.
+enum Next {
+    KeepAlive,
+    /// Close after a clean response; `linger` when the request body was not all read.
+    Close {
+        linger: bool,
+    },
+    /// Drop the connection at once: the client is gone or the response could not be written.
+    Abort,
+}
+
+/// Serves one client connection. `rbuf` holds what was read while telling HTTP/1.1 from
+/// HTTP/2; `drain` tells an idle connection to close and a busy one to close after its
+/// response.
+pub(super) async fn serve<I>(
+    io: I,
+    rbuf: BytesMut,
+    client: ClientConn,
+    dataplane: Arc<Dataplane>,
+    drain: CancellationToken,
+    header_timeout: Duration,
+) where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = Conn {
+        io,
+        rbuf,
+        wbuf: Vec::with_capacity(1024),
+        wpos: 0,
+        read_closed: false,
+    };
+    let mut drained = pin!(drain.cancelled());
+    let mut timer = pin!(tokio::time::sleep(header_timeout));
+    loop {
+        let head = read_head(&mut conn, timer.as_mut(), drained.as_mut(), header_timeout).await;
+        let next = match head {
+            HeadRead::Request(head) => {
+                exchange(&mut conn, *head, &client, &dataplane, &drain).await
+            }
+            HeadRead::Refused(rejection) => {
+                tracing::debug!(client = %client.addr, %rejection, "refused a request head");
+                conn.wbuf.clear();
+                conn.wpos = 0;
+                response::refusal(&mut conn.wbuf, rejection.status());
+                Next::Close { linger: true }
+            }
+            HeadRead::Closed => Next::Close { linger: false },
+        };
+        match next {
+            Next::KeepAlive => continue,
+            Next::Close { linger } => return close(&mut conn, linger).await,
+            Next::Abort => return,
+        }
+    }
+}
+
+/// Waits for the next complete request head. The header timeout runs from the first time
+/// the wait would block (a pipelined head costs no timer at all).
+async fn read_head<I: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<I>,
+    mut timer: Pin<&mut Sleep>,
+    mut drained: Pin<&mut WaitForCancellationFuture<'_>>,
+    header_timeout: Duration,
+) -> HeadRead {
+    let mut scanned = 0;
+    let mut armed = false;
+    poll_fn(|cx| loop {
+        let buffered = conn.rbuf.len();
+        if buffered > 0 && has_head_end(&conn.rbuf, scanned) {
+            match request::parse(&mut conn.rbuf) {
+                Ok(Some(head)) => return Poll::Ready(HeadRead::Request(Box::new(head))),
+                Ok(None) => scanned = buffered,
+                Err(rejection) => return Poll::Ready(HeadRead::Refused(rejection)),
+            }
+        } else if buffered > MAX_HEAD_BYTES {
+            return Poll::Ready(HeadRead::Refused(Rejection::TooLarge));
+        } else {
+            scanned = buffered;
+        }
+        // Draining closes a connection between requests, not in the middle of a head.
+        if conn.rbuf.is_empty() && drained.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(HeadRead::Closed);
+        }
+        match conn.poll_fill(cx) {
+            Poll::Ready(true) => continue,
+            Poll::Ready(false) => return Poll::Ready(HeadRead::Closed),
+            Poll::Pending => {
+                if !armed {
+                    timer.as_mut().reset(Instant::now() + header_timeout);
+                    armed = true;
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(HeadRead::Closed);
+                }
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}
+
+/// One request: handed to the proxy with its body streaming from the socket, then the
+/// response written.
+async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<I>,
+    head: RequestHead,
+    client: &ClientConn,
+    dataplane: &Dataplane,
+    drain: &CancellationToken,
+) -> Next {
+    let RequestHead {
+        parts,
+        framing,
+        keep_alive,
+        expect_continue,
+    } = head;
+    let head_method = parts.method == Method::HEAD;
+    // A CONNECT is answered (405) and the connection closed: what follows is not HTTP.
+    let connect = parts.method == Method::CONNECT;
+    let version = parts.version;
+    let (mut feeder, body): (Option<Feeder>, ProxyBody) = match framing {
+        BodyFraming::Empty => (None, empty()),
+        BodyFraming::Length(n) => {
+            let (feed, body) = body::channel(Some(n));
+            let feeder = Feeder::length(feed, n, expect_continue);
+            (Some(feeder), ProxyBody::new(body))
+        }
+        BodyFraming::Chunked => {
+            let (feed, body) = body::channel(None);
+            let feeder = Feeder::chunked(feed, expect_continue);
+            (Some(feeder), ProxyBody::new(body))
+        }
+    };
+    let mut dispatch = pin!(dataplane.handle(Request::from_parts(parts, body), client));
+    let answer = poll_fn(|cx| {
+        if let Poll::Ready(answer) = dispatch.as_mut().poll(cx) {
+            return Poll::Ready(Some(answer));
+        }
+        match while_dispatching(conn, feeder.as_mut(), cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    let resp = match answer {
+        Some(Ok(resp)) => resp,
+        // Only an HTTP/2 client stream is ever refused; nothing to say to this one.
+        Some(Err(_)) => return Next::Close { linger: true },
+        None => {
+            tracing::debug!(client = %client.addr, "client left before its response");
+            return Next::Abort;
+        }
+    };
+
+    let (parts, resp_body) = resp.into_parts();
+    let answering = Answering {
+        version,
+        head_method,
+        keep_alive: keep_alive && !connect && !conn.read_closed && !drain.is_cancelled(),
+    };
+    let hint = BodyHint {
+        end_stream: resp_body.is_end_stream(),
+        exact: resp_body.size_hint().exact(),
+    };
+    let (framing, keep_alive) = response::encode_head(
+        &mut conn.wbuf,
+        parts.status,
+        &parts.headers,
+        answering,
+        hint,
+    );
+    let mut writer = Writer::new(resp_body, framing);
+    let written = poll_fn(|cx| {
+        // The rest of the request body keeps flowing while the response goes out.
+        if let Some(feeder) = feeder.as_mut() {
+            let _ = feeder.poll(conn, cx, false);
+        }
+        writer.poll(conn, cx)
+    })
+    .await;
+    if let Err(error) = written {
+        tracing::debug!(client = %client.addr, %error, "response to the client not completed");
+        return Next::Abort;
+    }
+    let body_read = match feeder.as_mut() {
+        None => true,
+        Some(feeder) if !feeder.is_over() => finish_body(conn, feeder).await,
+        Some(feeder) => feeder.is_complete(),
+    };
+    if keep_alive && body_read && !conn.read_closed {
+        Next::KeepAlive
+    } else {
+        Next::Close { linger: !body_read }
+    }
+}
+
+/// While the proxy works on a request: keep its body coming, write a pending `100 Continue`,
+/// and once the body is in, watch for the client closing (reading any pipelined requests).
+/// `Ready` when the client is gone.
+fn while_dispatching<I: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<I>,
+    feeder: Option<&mut Feeder>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let reading_body = match feeder {
+        Some(feeder) if !feeder.is_over() => {
+            if let Poll::Ready(feed::End::ClientGone) = feeder.poll(conn, cx, true) {
+                return Poll::Ready(());
+            }
+            !feeder.is_over()
+        }
+        _ => false,
+    };
+    if !conn.wbuf.is_empty() {
+        if let Poll::Ready(Err(_)) = conn.poll_write_all(cx) {
+            return Poll::Ready(());
+        }
+    }
+    if reading_body {
+        return Poll::Pending;
+    }
+    while conn.rbuf.len() < MAX_READ_AHEAD {
+        match conn.poll_fill(cx) {
+            Poll::Ready(true) => continue,
+            Poll::Ready(false) => return Poll::Ready(()),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    Poll::Pending
+}
+
+/// After an early answer, reads the rest of the request body: handed on while the request
+/// path still reads it, else dropped, so that the connection can carry the next request.
+/// True if all of it came in time.
+async fn finish_body<I: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<I>,
+    feeder: &mut Feeder,
+) -> bool {
+    let rest = poll_fn(|cx| feeder.poll(conn, cx, false));
+    matches!(
+        tokio::time::timeout(DISCARD_TIME, rest).await,
+        Ok(feed::End::Complete)
+    )
+}
+
+/// Closes after the last response: writes what is left, shuts the write side, and when the
+/// client may still be sending, reads and discards for a while so that its unread bytes do
+/// not turn the close into a reset that destroys the response.
+async fn close<I: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<I>, linger: bool) {
+    let finish = async {
+        if poll_fn(|cx| conn.poll_write_all(cx)).await.is_err() {
+            return;
+        }
+        let _ = conn.io.shutdown().await;
+        if linger && !conn.read_closed {
+            let mut sink = vec![0u8; READ_CHUNK];
+            let mut total = 0;
+            while total < LINGER_BYTES {
+                match conn.io.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, finish).await;
+}
