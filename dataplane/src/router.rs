@@ -4,6 +4,8 @@
 //! host; within each, the longest path wins and Exact beats Prefix at equal length. The first
 //! group with a matching path decides. Requests no rule matches go to the default backend.
 
+use std::borrow::Cow;
+
 use crate::table::{BackendId, RouteTable};
 
 /// Where a request goes.
@@ -15,11 +17,11 @@ pub struct Decision<'t> {
 }
 
 /// Strips the port and a trailing dot from a Host / :authority value and lower-cases it.
-pub fn normalize_host(authority: &str) -> String {
+pub fn normalize_host(authority: &str) -> Cow<'_, str> {
     let host = if let Some(rest) = authority.strip_prefix('[') {
         // IPv6 literal: keep the brackets, drop the port.
         match rest.split_once(']') {
-            Some((inner, _)) => return format!("[{}]", inner.to_ascii_lowercase()),
+            Some((inner, _)) => return Cow::Owned(format!("[{}]", inner.to_ascii_lowercase())),
             None => authority,
         }
     } else {
@@ -28,7 +30,13 @@ pub fn normalize_host(authority: &str) -> String {
             _ => authority,
         }
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    // Most clients send the name in lower case already: then it is used as it is.
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 impl RouteTable {

@@ -179,6 +179,11 @@ impl Dataplane {
         Some(snapshot.pools[i].clone())
     }
 
+    /// True once draining has started: connections close instead of taking more requests.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }

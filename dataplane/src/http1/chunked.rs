@@ -4,11 +4,16 @@
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::{MAX_HEADERS, MAX_HEAD_BYTES};
+use super::{has_head_end, MAX_HEADERS};
 use crate::proxy::headers::is_hop_by_hop_field;
 
 /// Longest chunk-size line (size plus extensions) accepted.
 const MAX_SIZE_LINE: usize = 4096;
+/// Chunk-extension bytes a whole body may carry: they are read and dropped, so a body made of
+/// extensions would cost memory and time for nothing (hyper's limit too).
+const MAX_EXTENSION_BYTES: usize = 16 * 1024;
+/// Largest trailer section accepted.
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -23,6 +28,11 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct Decoder {
     state: State,
+    /// Bytes at the front of the buffer already searched for the end of the current size
+    /// line or trailer section, so that one that trickles in is not searched again.
+    scanned: usize,
+    /// Chunk-extension bytes seen so far in this body.
+    extensions: usize,
 }
 
 /// What the buffer yielded.
@@ -43,7 +53,11 @@ pub(crate) struct ChunkError(&'static str);
 
 impl Decoder {
     pub(crate) fn new() -> Self {
-        Self { state: State::Size }
+        Self {
+            state: State::Size,
+            scanned: 0,
+            extensions: 0,
+        }
     }
 
     #[cfg(test)]
@@ -57,11 +71,16 @@ impl Decoder {
             match self.state {
                 State::Done => return Ok(Decoded::End),
                 State::Size => {
-                    let Some(end) = find_crlf(buf, MAX_SIZE_LINE)? else {
+                    let Some(end) = self.line_end(buf)? else {
                         return Ok(Decoded::NeedMore);
                     };
-                    let size = parse_size(&buf[..end])?;
+                    let (size, extension) = parse_size_line(&buf[..end])?;
+                    self.extensions += extension;
+                    if self.extensions > MAX_EXTENSION_BYTES {
+                        return Err(ChunkError("too many chunk-extension bytes"));
+                    }
                     let _ = buf.split_to(end + 2);
+                    self.scanned = 0;
                     self.state = if size == 0 {
                         State::Trailers
                     } else {
@@ -93,6 +112,17 @@ impl Decoder {
                     self.state = State::Size;
                 }
                 State::Trailers => {
+                    // Parsed only once the blank line that ends the section is in.
+                    let complete = buf.starts_with(b"\r\n")
+                        || buf.starts_with(b"\n")
+                        || has_head_end(buf, self.scanned);
+                    if !complete {
+                        if buf.len() > MAX_TRAILER_BYTES {
+                            return Err(ChunkError("trailer section too large"));
+                        }
+                        self.scanned = buf.len();
+                        return Ok(Decoded::NeedMore);
+                    }
                     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     match httparse::parse_headers(buf, &mut slots) {
                         Ok(httparse::Status::Complete((len, fields))) => {
@@ -121,10 +151,9 @@ impl Decoder {
                                 Decoded::Trailers(trailers)
                             });
                         }
-                        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-                            return Err(ChunkError("trailer section too large"))
+                        Ok(httparse::Status::Partial) => {
+                            return Err(ChunkError("invalid trailer section"))
                         }
-                        Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
                         Err(_) => return Err(ChunkError("invalid trailer section")),
                     }
                 }
@@ -133,29 +162,57 @@ impl Decoder {
     }
 }
 
-/// Position of the first CRLF, if it is within `limit` bytes.
-fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, ChunkError> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(i) if i <= limit => Ok(Some(i)),
-        Some(_) => Err(ChunkError("chunk-size line too long")),
-        None if buf.len() > limit => Err(ChunkError("chunk-size line too long")),
-        None => Ok(None),
+impl Decoder {
+    /// Where the CRLF that ends the size line at the front of `buf` is, once it is in. A
+    /// bare LF, or a line over [`MAX_SIZE_LINE`], is an error.
+    fn line_end(&mut self, buf: &[u8]) -> Result<Option<usize>, ChunkError> {
+        let from = self.scanned.min(buf.len());
+        match buf[from..].iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                let lf = from + i;
+                if lf == 0 || buf[lf - 1] != b'\r' {
+                    return Err(ChunkError("chunk-size line not ended by CRLF"));
+                }
+                if lf - 1 > MAX_SIZE_LINE {
+                    return Err(ChunkError("chunk-size line too long"));
+                }
+                Ok(Some(lf - 1))
+            }
+            None if buf.len() > MAX_SIZE_LINE => Err(ChunkError("chunk-size line too long")),
+            None => {
+                self.scanned = buf.len();
+                Ok(None)
+            }
+        }
     }
 }
 
-/// `1a3;ext=1` → 0x1a3. Extensions are ignored.
-fn parse_size(line: &[u8]) -> Result<u64, ChunkError> {
-    let digits = line.split(|b| *b == b';').next().unwrap_or_default();
-    let digits = digits.trim_ascii_end();
-    if digits.is_empty() || digits.len() > 16 {
+/// `1a3;ext=1` → (0x1a3, extension bytes). Strict (RFC 9112 §7.1.1): hex digits, optional
+/// spaces or tabs only before a `;`, and extensions of visible characters, spaces and tabs,
+/// so that no two parsers can disagree on where the line (and the chunk) ends.
+fn parse_size_line(line: &[u8]) -> Result<(u64, usize), ChunkError> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
         return Err(ChunkError("invalid chunk size"));
     }
-    digits.iter().try_fold(0u64, |acc, d| {
+    let size = line[..digits].iter().try_fold(0u64, |acc, d| {
         let v = (*d as char)
             .to_digit(16)
             .ok_or(ChunkError("invalid chunk size"))?;
         Ok(acc << 4 | u64::from(v))
-    })
+    })?;
+    let rest = &line[digits..];
+    let spaces = rest
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t'))
+        .count();
+    match rest[spaces..].split_first() {
+        None if spaces == 0 => Ok((size, 0)),
+        Some((b';', ext)) if ext.iter().all(|b| matches!(b, b' ' | b'\t' | 0x21..=0x7e)) => {
+            Ok((size, rest.len()))
+        }
+        _ => Err(ChunkError("invalid chunk-size line")),
+    }
 }
 
 #[cfg(test)]
@@ -228,7 +285,64 @@ mod tests {
         );
         let long = vec![b'1'; MAX_SIZE_LINE + 10];
         assert!(all(&long, long.len()).is_err());
-        assert_eq!(parse_size(b"A").unwrap(), 10);
-        assert_eq!(parse_size(b"ffffffffffffffff").unwrap(), u64::MAX);
+        assert_eq!(parse_size_line(b"A").unwrap(), (10, 0));
+        assert_eq!(parse_size_line(b"ffffffffffffffff").unwrap(), (u64::MAX, 0));
+        assert_eq!(parse_size_line(b"5 ;a=b").unwrap(), (5, 5));
+    }
+
+    #[test]
+    fn lenient_size_lines_are_refused() {
+        // Each of these ends the line, or the size, differently for some other parser.
+        for bad in [
+            &b"2;\nxx\r\n45\r\n0\r\n\r\n"[..],
+            b"5\n\r\nhello\r\n0\r\n\r\n",
+            b"5\x0c\r\nhello\r\n0\r\n\r\n",
+            b"5 \r\nhello\r\n0\r\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert!(
+                all(bad, bad.len()).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn extensions_and_trailers_are_bounded() {
+        let mut input = Vec::new();
+        while input.len() <= MAX_EXTENSION_BYTES + 4096 {
+            input.extend_from_slice(b"1;");
+            input.extend_from_slice(&[b'a'; 1000]);
+            input.extend_from_slice(b"\r\nx\r\n");
+        }
+        input.extend_from_slice(b"0\r\n\r\n");
+        assert!(all(&input, input.len()).is_err());
+        let mut input = b"1\r\nx\r\n0\r\n".to_vec();
+        while input.len() <= MAX_TRAILER_BYTES + 100 {
+            input.extend_from_slice(b"x-filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        for step in [64, 4096] {
+            let mut dec = Decoder::new();
+            let mut buf = BytesMut::new();
+            let mut fed = 0;
+            let failed = loop {
+                match dec.decode(&mut buf) {
+                    Err(_) => break true,
+                    Ok(Decoded::NeedMore) if fed < input.len() => {
+                        let next = (fed + step).min(input.len());
+                        buf.extend_from_slice(&input[fed..next]);
+                        fed = next;
+                    }
+                    Ok(Decoded::NeedMore) => break false,
+                    Ok(_) => {}
+                }
+            };
+            assert!(
+                failed,
+                "an endless trailer section is refused (step {step})"
+            );
+        }
     }
 }

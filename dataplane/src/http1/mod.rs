@@ -3,6 +3,7 @@
 
 pub(crate) mod chunked;
 
+use bytes::Bytes;
 use http::header::HeaderMap;
 
 /// Most header fields a head may carry (hyper's default).
@@ -44,6 +45,38 @@ fn parse_length(value: &[u8]) -> Option<u64> {
         n = v;
     }
     Some(n)
+}
+
+/// Where a field sits in a head: its name and value as byte ranges of the buffer the head was
+/// parsed from, so that the values can become slices of that buffer once it is split off.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl Span {
+    /// The field `name: value`, both slices of `base`.
+    pub(crate) fn of(base: &[u8], name: &[u8], value: &[u8]) -> Self {
+        Span {
+            name: range(base, name),
+            value: range(base, value),
+        }
+    }
+
+    pub(crate) fn name<'h>(&self, head: &'h [u8]) -> &'h [u8] {
+        &head[self.name.0 as usize..self.name.1 as usize]
+    }
+
+    pub(crate) fn value(&self, head: &Bytes) -> Bytes {
+        head.slice(self.value.0 as usize..self.value.1 as usize)
+    }
+}
+
+/// Where `part`, a slice of `base`, sits in it. Heads are at most [`MAX_HEAD_BYTES`] long.
+pub(crate) fn range(base: &[u8], part: &[u8]) -> (u32, u32) {
+    let start = (part.as_ptr() as usize).saturating_sub(base.as_ptr() as usize);
+    (start as u32, (start + part.len()) as u32)
 }
 
 /// The chunk header for `len` bytes of data (`len` > 0).

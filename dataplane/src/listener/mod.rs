@@ -30,6 +30,7 @@ use sniff::{Prefixed, Protocol};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const FIRST_READ: usize = 16 * 1024;
 
 /// The client-facing sockets, already bound.
 #[derive(Debug, Default)]
@@ -237,13 +238,15 @@ async fn serve_conn<I>(mut io: I, client: ClientConn, ctx: Accept, alpn_h2: bool
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut first = BytesMut::new();
+    // Room for a whole typical head in the first read (the HTTP/1.1 server reads on in it).
+    let mut first = BytesMut::with_capacity(FIRST_READ);
+    let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
     let protocol = if alpn_h2 {
         Protocol::Http2
     } else {
         let read = sniff::read_protocol(&mut io, &mut first);
         let protocol = tokio::select! {
-            protocol = tokio::time::timeout(HEADER_READ_TIMEOUT, read) => protocol.ok().flatten(),
+            protocol = tokio::time::timeout_at(deadline, read) => protocol.ok().flatten(),
             _ = ctx.drain.cancelled() => None,
         };
         let Some(protocol) = protocol else { return };
@@ -258,6 +261,7 @@ where
                 ctx.dataplane,
                 ctx.drain,
                 HEADER_READ_TIMEOUT,
+                deadline,
             )
             .await
         }

@@ -116,14 +116,13 @@ pub(crate) fn forward_request(
 /// announces in `Trailer`, and gRPC servers speaking HTTP/2 do not announce them: announce the
 /// standard ones for a gRPC response to a client that asked for trailers.
 pub(crate) fn announce_grpc_trailers(resp: &mut HeaderMap, client_wants_trailers: bool) {
+    if !client_wants_trailers {
+        return;
+    }
     let is_grpc = resp
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"));
-    if client_wants_trailers
-        && is_grpc
-        && !resp.contains_key(header::TRAILER)
-        && !resp.contains_key(header::CONTENT_LENGTH)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+    if is_grpc && !resp.contains_key(header::TRAILER) && !resp.contains_key(header::CONTENT_LENGTH)
     {
         resp.insert(
             header::TRAILER,

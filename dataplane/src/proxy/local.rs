@@ -57,6 +57,13 @@ pub(super) fn bad_request() -> Response<ProxyBody> {
     )
 }
 
+pub(super) fn bad_request_body() -> Response<ProxyBody> {
+    text(
+        StatusCode::BAD_REQUEST,
+        "weir: the request body could not be read\n".into(),
+    )
+}
+
 pub(super) fn method_not_allowed() -> Response<ProxyBody> {
     text(
         StatusCode::METHOD_NOT_ALLOWED,

@@ -56,15 +56,30 @@ impl ClientConn {
     }
 }
 
-/// The authority the client addressed: `:authority` / absolute URI first, then `Host`.
-fn authority<B>(req: &Request<B>) -> Option<String> {
-    if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_string());
+/// The authority the client addressed: `:authority` / absolute URI first, then `Host`. Held
+/// as the request's own shared bytes, not a copy.
+enum ClientAuthority {
+    Target(Authority),
+    /// A `Host` value that is visible ASCII (checked when taken).
+    Host(HeaderValue),
+}
+
+impl ClientAuthority {
+    fn of<B>(req: &Request<B>) -> Option<Self> {
+        if let Some(a) = req.uri().authority() {
+            return Some(ClientAuthority::Target(a.clone()));
+        }
+        let host = req.headers().get(header::HOST)?;
+        host.to_str().ok()?;
+        Some(ClientAuthority::Host(host.clone()))
     }
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
+
+    fn as_str(&self) -> &str {
+        match self {
+            ClientAuthority::Target(a) => a.as_str(),
+            ClientAuthority::Host(h) => h.to_str().unwrap_or_default(),
+        }
+    }
 }
 
 /// The error a service returns to have hyper reset the client's HTTP/2 stream with
@@ -116,7 +131,9 @@ impl Dataplane {
                 time: std::time::SystemTime::now(),
                 client: client.addr,
                 method: req.method().to_string(),
-                authority: authority(&req).unwrap_or_default(),
+                authority: ClientAuthority::of(&req)
+                    .map(|a| a.as_str().to_string())
+                    .unwrap_or_default(),
                 path: req.uri().path().to_string(),
                 attempts: Vec::new(),
             })
@@ -164,10 +181,11 @@ impl Dataplane {
         if req.method() == Method::CONNECT {
             return here(local::method_not_allowed());
         }
-        let Some(authority) = authority(&req) else {
+        let Some(authority) = ClientAuthority::of(&req) else {
             return here(local::missing_host());
         };
-        let host = normalize_host(&authority);
+        let authority = authority.as_str();
+        let host = normalize_host(authority);
         let Some(decision) = snapshot.table.route(&host, req.uri().path()) else {
             return here(local::no_route());
         };
@@ -178,7 +196,7 @@ impl Dataplane {
         let protocol = pool.key().protocol;
         let policy = pool.policy();
 
-        let (head, body) = match to_upstream(req, &authority, client, protocol) {
+        let (head, body) = match to_upstream(req, authority, client, protocol) {
             Ok(parts) => parts,
             Err(InvalidTarget) => {
                 return Dispatched {
@@ -226,6 +244,8 @@ impl Dataplane {
                         ))
                     }
                     Failure::PoolExhausted => Answer::Respond(local::pool_exhausted(service)),
+                    // The client's own body failed (invalid framing, or it went away).
+                    Failure::RequestBody => Answer::Respond(local::bad_request_body()),
                     f if f.class() == SafetyClass::Unprocessed
                         && client_version == Version::HTTP_2 =>
                     {

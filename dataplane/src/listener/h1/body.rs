@@ -25,6 +25,8 @@ struct Slot {
     ended: bool,
     /// The request path dropped the body.
     dropped: bool,
+    /// The connection went away with a frame still waiting: this error comes after it.
+    error_after: Option<BodyError>,
     reader: Option<Waker>,
     feeder: Option<Waker>,
 }
@@ -133,10 +135,11 @@ impl Drop for Feed {
                 return;
             }
             slot.ended = true;
+            let error = BodyError("the client connection closed before the end of the body".into());
             if slot.frame.is_none() {
-                slot.frame = Some(Err(BodyError(
-                    "the client connection closed before the end of the body".into(),
-                )));
+                slot.frame = Some(Err(error));
+            } else {
+                slot.error_after = Some(error);
             }
             slot.reader.take()
         };
@@ -158,7 +161,10 @@ impl Body for RequestBody {
             let mut slot = lock(&self.shared);
             match slot.frame.take() {
                 Some(frame) => (Poll::Ready(Some(frame.map_err(BoxError::from))), None),
-                None if slot.ended => (Poll::Ready(None), None),
+                None if slot.ended => match slot.error_after.take() {
+                    Some(error) => (Poll::Ready(Some(Err(BoxError::from(error)))), None),
+                    None => (Poll::Ready(None), None),
+                },
                 None => {
                     slot.wanted = true;
                     if !slot
@@ -251,6 +257,21 @@ mod tests {
             Pin::new(&mut body).poll_frame(&mut cx()),
             Poll::Ready(Some(Err(_)))
         ));
+        let (feed, mut body) = channel(None);
+        assert!(Pin::new(&mut body).poll_frame(&mut cx()).is_pending());
+        feed.send(Frame::data(Bytes::from_static(b"part")), false);
+        drop(feed);
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx()),
+            Poll::Ready(Some(Ok(_)))
+        ));
+        assert!(
+            matches!(
+                Pin::new(&mut body).poll_frame(&mut cx()),
+                Poll::Ready(Some(Err(_)))
+            ),
+            "a cut-off body never looks complete"
+        );
         let (feed, body) = channel(None);
         drop(body);
         assert_eq!(feed.poll_want(&mut cx()), Poll::Ready(Want::Nothing));

@@ -3,6 +3,7 @@
 
 use std::task::{Context, Poll};
 
+use bytes::{Bytes, BytesMut};
 use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -11,6 +12,22 @@ use super::Conn;
 use crate::http1::chunked::{Decoded, Decoder};
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// Data pieces smaller than this are copied out of the read buffer: a slice would keep the
+/// whole buffer allocation alive for as long as the piece is kept (the retry replay keeps
+/// pieces for the whole request), so many small pieces could pin many buffers.
+const COPY_BELOW: usize = 1024;
+
+fn detach(data: BytesMut) -> Bytes {
+    small_copy(data.freeze())
+}
+
+fn small_copy(data: Bytes) -> Bytes {
+    if data.len() < COPY_BELOW {
+        Bytes::copy_from_slice(&data)
+    } else {
+        data
+    }
+}
 
 enum Decode {
     Length(u64),
@@ -66,6 +83,18 @@ impl Feeder {
         self.end == Some(End::Complete)
     }
 
+    /// The body ended short of its end (invalid, or the client left): the connection cannot
+    /// carry another request.
+    pub(super) fn is_broken(&self) -> bool {
+        matches!(self.end, Some(End::Invalid | End::ClientGone))
+    }
+
+    /// The client still waits for a `100 Continue` that was never sent: it may never send
+    /// the body, so the connection will be closed after the response.
+    pub(super) fn awaits_continue(&self) -> bool {
+        self.owe_continue && self.end.is_none()
+    }
+
     /// Nothing more will be read for this body.
     pub(super) fn is_over(&self) -> bool {
         self.end.is_some()
@@ -95,8 +124,17 @@ impl Feeder {
                 }
             }
             if self.owe_continue {
+                if !may_continue {
+                    // The final answer is out without a `100 Continue`: the client need not
+                    // send the body, and reading for it could wait forever.
+                    self.feed.fail(BodyError(
+                        "answered before the client was asked to send its body".into(),
+                    ));
+                    self.end = Some(End::Abandoned);
+                    continue;
+                }
                 self.owe_continue = false;
-                if may_continue && conn.rbuf.is_empty() {
+                if conn.rbuf.is_empty() {
                     conn.wbuf.extend_from_slice(CONTINUE);
                 }
             }
@@ -128,7 +166,7 @@ impl Feeder {
                 let take = usize::try_from(*rest)
                     .unwrap_or(usize::MAX)
                     .min(conn.rbuf.len());
-                let data = conn.rbuf.split_to(take).freeze();
+                let data = detach(conn.rbuf.split_to(take));
                 *rest -= take as u64;
                 let last = *rest == 0;
                 if !self.discard {
@@ -139,7 +177,7 @@ impl Feeder {
             Decode::Chunked(decoder) => {
                 let decoded = decoder.decode(&mut conn.rbuf);
                 let (frame, end) = match decoded {
-                    Ok(Decoded::Data(data)) => (Some(Frame::data(data)), None),
+                    Ok(Decoded::Data(data)) => (Some(Frame::data(small_copy(data))), None),
                     Ok(Decoded::Trailers(trailers)) => {
                         (Some(Frame::trailers(trailers)), Some(End::Complete))
                     }

@@ -22,7 +22,7 @@ use http::{Method, Request};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::http1::{has_head_end, MAX_HEAD_BYTES};
 use crate::proxy::body::{empty, ProxyBody};
@@ -41,7 +41,9 @@ const MAX_READ_AHEAD: usize = MAX_HEAD_BYTES;
 /// How long a closing connection reads (and discards) what the client still sends, so that
 /// the response is not destroyed by a reset for unread data.
 const LINGER: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1024 * 1024;
+/// Buffer capacity a connection keeps between requests; a larger one (left by a large
+/// response or body) is given back, so that idle keep-alive connections stay small.
+const IDLE_CAPACITY: usize = 2 * READ_CHUNK;
 /// How long the rest of an unwanted request body may take to arrive before the connection
 /// is closed instead of kept.
 const DISCARD_TIME: Duration = Duration::from_secs(10);
@@ -57,6 +59,25 @@ struct Conn<I> {
     wpos: usize,
     /// The client closed its side, or reading failed.
     read_closed: bool,
+    /// The client closed its sending side with requests still to be answered.
+    half_closed: bool,
+}
+
+impl<I> Conn<I> {
+    /// Another request may still come: the client has not closed, or has but complete
+    /// requests are still buffered (a pipelining client that half-closed after sending).
+    fn more_may_come(&self) -> bool {
+        !self.read_closed || !self.rbuf.is_empty()
+    }
+
+    fn shrink_idle(&mut self) {
+        if self.wbuf.capacity() > IDLE_CAPACITY {
+            self.wbuf = Vec::with_capacity(1024);
+        }
+        if self.rbuf.is_empty() && self.rbuf.capacity() > IDLE_CAPACITY {
+            self.rbuf = BytesMut::new();
+        }
+    }
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
@@ -97,9 +118,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
     }
 }
 
-/// How waiting for a request head ended.
+/// How waiting for a request head ended. Not boxed: the head moves once, into the request,
+/// and a box would be an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum HeadRead {
-    Request(Box<RequestHead>),
+    Request(RequestHead),
     Refused(Rejection),
     /// The client closed, the wait timed out, or the server is draining an idle connection.
     Closed,
@@ -117,7 +140,8 @@ enum Next {
 }
 
 /// Serves one client connection. `rbuf` holds what was read while telling HTTP/1.1 from
-/// HTTP/2; `drain` tells an idle connection to close and a busy one to close after its
+/// HTTP/2; `first_deadline` is when the first request head must be in (counted from the
+/// accept); `drain` tells an idle connection to close and a busy one to close after its
 /// response.
 pub(super) async fn serve<I>(
     io: I,
@@ -126,6 +150,7 @@ pub(super) async fn serve<I>(
     dataplane: Arc<Dataplane>,
     drain: CancellationToken,
     header_timeout: Duration,
+    first_deadline: Instant,
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -135,15 +160,21 @@ pub(super) async fn serve<I>(
         wbuf: Vec::with_capacity(1024),
         wpos: 0,
         read_closed: false,
+        half_closed: false,
     };
-    let mut drained = pin!(drain.cancelled());
-    let mut timer = pin!(tokio::time::sleep(header_timeout));
+    let mut waits = Waits {
+        timeout: header_timeout,
+        timer: Box::pin(tokio::time::sleep(header_timeout)),
+        deadline: first_deadline,
+        first: Some(first_deadline),
+        drained: Box::pin(drain.cancelled_owned()),
+        registered: false,
+    };
     loop {
-        let head = read_head(&mut conn, timer.as_mut(), drained.as_mut(), header_timeout).await;
+        conn.shrink_idle();
+        let head = read_head(&mut conn, &mut waits, &dataplane).await;
         let next = match head {
-            HeadRead::Request(head) => {
-                exchange(&mut conn, *head, &client, &dataplane, &drain).await
-            }
+            HeadRead::Request(head) => exchange(&mut conn, head, &client, &dataplane).await,
             HeadRead::Refused(rejection) => {
                 tracing::debug!(client = %client.addr, %rejection, "refused a request head");
                 conn.wbuf.clear();
@@ -161,21 +192,59 @@ pub(super) async fn serve<I>(
     }
 }
 
+/// What a connection waits on between requests, kept cheap to re-arm for each request: the
+/// timer is only moved when it fires before the current deadline, and the drain signal is
+/// registered once (the flag is read on every wait).
+struct Waits {
+    timeout: Duration,
+    timer: Pin<Box<Sleep>>,
+    deadline: Instant,
+    /// The first head's deadline, counted from the accept.
+    first: Option<Instant>,
+    drained: Pin<Box<WaitForCancellationFutureOwned>>,
+    registered: bool,
+}
+
+impl Waits {
+    /// The connection is idle and the server is draining.
+    fn poll_drained(&mut self, cx: &mut Context<'_>, dataplane: &Dataplane) -> bool {
+        if dataplane.is_draining() {
+            return true;
+        }
+        if !self.registered {
+            self.registered = true;
+            return self.drained.as_mut().poll(cx).is_ready();
+        }
+        false
+    }
+
+    fn poll_timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= self.deadline {
+                return true;
+            }
+            let deadline = self.deadline;
+            self.timer.as_mut().reset(deadline);
+        }
+        false
+    }
+}
+
 /// Waits for the next complete request head. The header timeout runs from the first time
 /// the wait would block (a pipelined head costs no timer at all).
 async fn read_head<I: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<I>,
-    mut timer: Pin<&mut Sleep>,
-    mut drained: Pin<&mut WaitForCancellationFuture<'_>>,
-    header_timeout: Duration,
+    waits: &mut Waits,
+    dataplane: &Dataplane,
 ) -> HeadRead {
     let mut scanned = 0;
     let mut armed = false;
+    let first = waits.first.take();
     poll_fn(|cx| loop {
         let buffered = conn.rbuf.len();
         if buffered > 0 && has_head_end(&conn.rbuf, scanned) {
             match request::parse(&mut conn.rbuf) {
-                Ok(Some(head)) => return Poll::Ready(HeadRead::Request(Box::new(head))),
+                Ok(Some(head)) => return Poll::Ready(HeadRead::Request(head)),
                 Ok(None) => scanned = buffered,
                 Err(rejection) => return Poll::Ready(HeadRead::Refused(rejection)),
             }
@@ -185,7 +254,7 @@ async fn read_head<I: AsyncRead + AsyncWrite + Unpin>(
             scanned = buffered;
         }
         // Draining closes a connection between requests, not in the middle of a head.
-        if conn.rbuf.is_empty() && drained.as_mut().poll(cx).is_ready() {
+        if conn.rbuf.is_empty() && waits.poll_drained(cx, dataplane) {
             return Poll::Ready(HeadRead::Closed);
         }
         match conn.poll_fill(cx) {
@@ -193,10 +262,10 @@ async fn read_head<I: AsyncRead + AsyncWrite + Unpin>(
             Poll::Ready(false) => return Poll::Ready(HeadRead::Closed),
             Poll::Pending => {
                 if !armed {
-                    timer.as_mut().reset(Instant::now() + header_timeout);
+                    waits.deadline = first.unwrap_or_else(|| Instant::now() + waits.timeout);
                     armed = true;
                 }
-                if timer.as_mut().poll(cx).is_ready() {
+                if waits.poll_timed_out(cx) {
                     return Poll::Ready(HeadRead::Closed);
                 }
                 return Poll::Pending;
@@ -213,7 +282,6 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
     head: RequestHead,
     client: &ClientConn,
     dataplane: &Dataplane,
-    drain: &CancellationToken,
 ) -> Next {
     let RequestHead {
         parts,
@@ -260,10 +328,18 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
     };
 
     let (parts, resp_body) = resp.into_parts();
+    // Whether another request can follow is decided before the head, which says so.
+    let body_spoilt = feeder
+        .as_ref()
+        .is_some_and(|f| f.is_broken() || f.awaits_continue());
     let answering = Answering {
         version,
         head_method,
-        keep_alive: keep_alive && !connect && !conn.read_closed && !drain.is_cancelled(),
+        keep_alive: keep_alive
+            && !connect
+            && !body_spoilt
+            && conn.more_may_come()
+            && !dataplane.is_draining(),
     };
     let hint = BodyHint {
         end_stream: resp_body.is_end_stream(),
@@ -278,9 +354,14 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
     );
     let mut writer = Writer::new(resp_body, framing);
     let written = poll_fn(|cx| {
-        // The rest of the request body keeps flowing while the response goes out.
-        if let Some(feeder) = feeder.as_mut() {
-            let _ = feeder.poll(conn, cx, false);
+        // The rest of the request body keeps flowing while the response goes out; once it is
+        // in, a client that closes ends the response (a stream it no longer reads).
+        let reading_body = match feeder.as_mut() {
+            Some(feeder) if !feeder.is_over() => feeder.poll(conn, cx, false).is_pending(),
+            _ => false,
+        };
+        if !reading_body && read_ahead(conn, cx).is_ready() {
+            return Poll::Ready(Err(write::WriteError::ClientGone));
         }
         writer.poll(conn, cx)
     })
@@ -291,13 +372,14 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
     }
     let body_read = match feeder.as_mut() {
         None => true,
-        Some(feeder) if !feeder.is_over() => finish_body(conn, feeder).await,
+        // Only worth reading on for a connection that is kept; a closing one lingers.
+        Some(feeder) if !feeder.is_over() && keep_alive => finish_body(conn, feeder).await,
         Some(feeder) => feeder.is_complete(),
     };
-    if keep_alive && body_read && !conn.read_closed {
+    if keep_alive && body_read && conn.more_may_come() {
         Next::KeepAlive
     } else {
-        Next::Close { linger: !body_read }
+        Next::Close { linger: true }
     }
 }
 
@@ -326,10 +408,27 @@ fn while_dispatching<I: AsyncRead + AsyncWrite + Unpin>(
     if reading_body {
         return Poll::Pending;
     }
+    read_ahead(conn, cx)
+}
+
+/// Reads what the client sends after a request whose body is in (pipelined requests), up to
+/// [`MAX_READ_AHEAD`]; `Ready` when the client has closed.
+fn read_ahead<I: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<I>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
     while conn.rbuf.len() < MAX_READ_AHEAD {
         match conn.poll_fill(cx) {
             Poll::Ready(true) => continue,
-            Poll::Ready(false) => return Poll::Ready(()),
+            // A close with requests still buffered is a client that only closed its sending
+            // side after pipelining them: they are all served, then the connection closes.
+            Poll::Ready(false) if conn.rbuf.is_empty() && !conn.half_closed => {
+                return Poll::Ready(())
+            }
+            Poll::Ready(false) => {
+                conn.half_closed = true;
+                return Poll::Pending;
+            }
             Poll::Pending => return Poll::Pending,
         }
     }
@@ -350,9 +449,10 @@ async fn finish_body<I: AsyncRead + AsyncWrite + Unpin>(
     )
 }
 
-/// Closes after the last response: writes what is left, shuts the write side, and when the
-/// client may still be sending, reads and discards for a while so that its unread bytes do
-/// not turn the close into a reset that destroys the response.
+/// Closes after the last response: writes what is left, shuts the write side, and, with
+/// `linger`, reads and discards what the client still sends until it closes too (for
+/// [`LINGER`] at most), so that its unread bytes do not turn the close into a reset that
+/// destroys the response (RFC 9112 §9.6).
 async fn close<I: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<I>, linger: bool) {
     let finish = async {
         if poll_fn(|cx| conn.poll_write_all(cx)).await.is_err() {
@@ -361,13 +461,7 @@ async fn close<I: AsyncRead + AsyncWrite + Unpin>(conn: &mut Conn<I>, linger: bo
         let _ = conn.io.shutdown().await;
         if linger && !conn.read_closed {
             let mut sink = vec![0u8; READ_CHUNK];
-            let mut total = 0;
-            while total < LINGER_BYTES {
-                match conn.io.read(&mut sink).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => total += n,
-                }
-            }
+            while let Ok(1..) = conn.io.read(&mut sink).await {}
         }
     };
     let _ = tokio::time::timeout(LINGER, finish).await;

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
-use crate::http1::{declared_length, MAX_HEADERS, MAX_HEAD_BYTES};
+use crate::http1::{declared_length, range, Span, MAX_HEADERS, MAX_HEAD_BYTES};
 
 /// How the request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,13 +63,6 @@ impl Rejection {
     }
 }
 
-/// Where a field sits in the head: name and value as byte ranges.
-#[derive(Clone, Copy, Default)]
-struct Span {
-    name: (u32, u32),
-    value: (u32, u32),
-}
-
 /// Parses one request head from the front of `buf` and takes its bytes out of the buffer.
 /// `Ok(None)`: the head is not complete yet, and the buffer is untouched.
 pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Rejection> {
@@ -90,12 +83,9 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Rejection
     if len > MAX_HEAD_BYTES {
         return Err(Rejection::TooLarge);
     }
-    let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
-    let range = |s: &[u8]| (offset(s), offset(s) + s.len() as u32);
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
         .map_err(|_| Rejection::Syntax("method".into()))?;
-    let target = range(req.path.unwrap_or_default().as_bytes());
+    let target = range(buf, req.path.unwrap_or_default().as_bytes());
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -103,23 +93,20 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Rejection
     let fields = req.headers.len();
     let framing = Framing::read(req.headers);
     for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
-        *span = Span {
-            name: range(h.name.as_bytes()),
-            value: range(h.value),
-        };
+        *span = Span::of(buf, h.name.as_bytes(), h.value);
     }
     // The head leaves the buffer as one shared piece; fields point into it.
     let head: Bytes = buf.split_to(len).freeze();
-    let slice = |(a, b): (u32, u32)| head.slice(a as usize..b as usize);
-
-    let uri = Uri::from_maybe_shared(slice(target))
+    let uri = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize))
         .map_err(|e| Rejection::Syntax(format!("request target: {e}")))?;
-    let mut headers = HeaderMap::with_capacity(fields);
+    // Room for the fields the proxy adds on the way out (X-Forwarded-*, TE), so that adding
+    // them does not grow the map.
+    let mut headers = HeaderMap::with_capacity(fields + 4);
     for span in &spans[..fields] {
-        let name = &head[span.name.0 as usize..span.name.1 as usize];
+        let name = span.name(&head);
         let name = HeaderName::from_bytes(name)
             .map_err(|_| Rejection::Field(String::from_utf8_lossy(name).into_owned()))?;
-        let value = HeaderValue::from_maybe_shared(slice(span.value))
+        let value = HeaderValue::from_maybe_shared(span.value(&head))
             .map_err(|_| Rejection::Field(name.to_string()))?;
         headers.append(name, value);
     }
@@ -132,6 +119,20 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Rejection
         (None, Some(Some(n))) => BodyFraming::Length(n),
         (None, Some(None)) => return Err(Rejection::ContentLength),
     };
+    if let BodyFraming::Length(n) = body {
+        // `Content-Length: 5, 5` (or the field twice) goes on as one plain value.
+        let plain = headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes().iter().all(u8::is_ascii_digit))
+            && headers
+                .get_all(header::CONTENT_LENGTH)
+                .iter()
+                .nth(1)
+                .is_none();
+        if !plain {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
     if headers.get_all(header::HOST).iter().nth(1).is_some() {
         return Err(Rejection::Hosts);
     }
@@ -271,6 +272,10 @@ mod tests {
         assert_eq!(h.framing, BodyFraming::Chunked);
         let h = ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n");
         assert_eq!(h.framing, BodyFraming::Length(5));
+        assert_eq!(
+            h.parts.headers["content-length"], "5",
+            "forwarded as one value"
+        );
     }
 
     #[test]

@@ -58,8 +58,12 @@ pub(super) fn encode_head(
             .iter()
             .map(|v| v.as_bytes()),
     );
-    // An invalid Content-Length is not passed on: it would set the client's framing.
-    let keep_length = matches!(declared, Some(Some(_)));
+    // An invalid Content-Length is not passed on: it would set the client's framing. Nor is
+    // one on a 1xx or 204, which have no content at all (RFC 9110 §8.6); a HEAD or 304 keeps
+    // it, as it describes the representation.
+    let keep_length = matches!(declared, Some(Some(_)))
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT;
     let mut framing = match (no_body, declared) {
         (true, _) => Framing::Empty,
         (false, Some(Some(0))) => Framing::Empty,
@@ -264,6 +268,8 @@ mod tests {
             "HEAD keeps the GET's length"
         );
         assert_eq!(framing, Framing::Empty);
+        let (text, _, _) = encode(204, &[("content-length", "7")], GET11, UNKNOWN);
+        assert!(!text.contains("content-length"), "{text}");
         let (text, framing, _) = encode(304, &[], GET11, UNKNOWN);
         assert!(!text.contains("content-length"), "{text}");
         assert!(!text.contains("transfer-encoding"), "{text}");

@@ -26,6 +26,8 @@ pub(super) enum WriteError {
     TooLong,
     #[error("response body shorter than its Content-Length")]
     TooShort,
+    #[error("the client closed the connection")]
+    ClientGone,
 }
 
 pub(super) struct Writer {

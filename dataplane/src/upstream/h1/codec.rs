@@ -6,7 +6,9 @@ use std::mem::MaybeUninit;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use crate::http1::{declared_length, write_fields, MAX_HEADERS, MAX_HEAD_BYTES};
+use bytes::{Bytes, BytesMut};
+
+use crate::http1::{declared_length, write_fields, Span, MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::proxy::headers::is_hop_by_hop_field;
 
 /// How the request body goes on the wire.
@@ -89,8 +91,6 @@ pub(crate) struct ResponseHead {
     pub(crate) status: StatusCode,
     pub(crate) version: Version,
     pub(crate) headers: HeaderMap,
-    /// Bytes of the buffer the head took.
-    pub(crate) len: usize,
     pub(crate) framing: ResponseFraming,
     /// The connection may carry another request after this response.
     pub(crate) keep_alive: bool,
@@ -116,7 +116,12 @@ pub(crate) enum HeadError {
 ///
 /// Framing comes from the raw fields. Hop-by-hop fields (and those `Connection` names) are
 /// read for framing and keep-alive but left out of the returned headers: they never travel on.
-pub(crate) fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ResponseHead>, HeadError> {
+///
+/// A complete head is taken out of `buf`; its header values are slices of it, not copies.
+pub(crate) fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<ResponseHead>, HeadError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     let config = httparse::ParserConfig::default();
@@ -141,7 +146,8 @@ pub(crate) fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ResponseH
         _ => Version::HTTP_11,
     };
     let fields = Fields::read(parsed.headers);
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut spans = [Span::default(); MAX_HEADERS];
+    let mut kept = 0;
     for h in parsed.headers.iter() {
         if is_hop_by_hop_field(h.name) || fields.named_by_connection(h.name) {
             continue;
@@ -151,10 +157,17 @@ pub(crate) fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ResponseH
         if fields.chunked.is_some() && h.name.eq_ignore_ascii_case("content-length") {
             continue;
         }
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| HeadError::Header(h.name.to_string()))?;
-        let value =
-            HeaderValue::from_bytes(h.value).map_err(|_| HeadError::Header(h.name.to_string()))?;
+        spans[kept] = Span::of(buf, h.name.as_bytes(), h.value);
+        kept += 1;
+    }
+    let fields = fields.into_framing();
+    let head: Bytes = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(kept);
+    for span in &spans[..kept] {
+        let name = span.name(&head);
+        let header = || HeadError::Header(String::from_utf8_lossy(name).into_owned());
+        let name = HeaderName::from_bytes(name).map_err(|_| header())?;
+        let value = HeaderValue::from_maybe_shared(span.value(&head)).map_err(|_| header())?;
         headers.append(name, value);
     }
     let mut keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
@@ -187,7 +200,6 @@ pub(crate) fn parse_head(buf: &[u8], method: &Method) -> Result<Option<ResponseH
         status,
         version,
         headers,
-        len,
         framing,
         keep_alive,
     }))
@@ -244,6 +256,17 @@ impl<'b> Fields<'b> {
         f
     }
 
+    /// What is left once the fields are read: everything but the names, which borrow the head.
+    fn into_framing(self) -> Fields<'static> {
+        Fields {
+            close: self.close,
+            keep_alive: self.keep_alive,
+            chunked: self.chunked,
+            length: self.length,
+            named: Vec::new(),
+        }
+    }
+
     fn named_by_connection(&self, name: &str) -> bool {
         !self.named.is_empty() && self.named.iter().any(|n| n.eq_ignore_ascii_case(name))
     }
@@ -253,8 +276,12 @@ impl<'b> Fields<'b> {
 mod tests {
     use super::*;
 
+    fn parse(raw: &[u8], method: &Method) -> Result<Option<ResponseHead>, HeadError> {
+        parse_head(&mut BytesMut::from(raw), method)
+    }
+
     fn head(raw: &str) -> ResponseHead {
-        parse_head(raw.as_bytes(), &Method::GET).unwrap().unwrap()
+        parse(raw.as_bytes(), &Method::GET).unwrap().unwrap()
     }
 
     #[test]
@@ -334,10 +361,11 @@ mod tests {
 
     #[test]
     fn response_framing() {
-        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello");
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"[..]);
+        let h = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
         assert_eq!(h.framing, ResponseFraming::Length(5));
         assert!(h.keep_alive);
-        assert_eq!(h.len, 38);
+        assert_eq!(&buf[..], b"hello", "the head is taken out of the buffer");
         let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n");
         assert_eq!(h.framing, ResponseFraming::Chunked);
         assert!(h.keep_alive);
@@ -356,7 +384,7 @@ mod tests {
         let h = head("HTTP/1.1 100 Continue\r\n\r\n");
         assert!(h.status.is_informational());
         let raw = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n";
-        let h = parse_head(raw.as_bytes(), &Method::HEAD).unwrap().unwrap();
+        let h = parse(raw.as_bytes(), &Method::HEAD).unwrap().unwrap();
         assert_eq!(h.framing, ResponseFraming::Empty);
     }
 
@@ -400,35 +428,32 @@ mod tests {
     fn bad_heads_are_errors() {
         let get = &Method::GET;
         assert_eq!(
-            parse_head(b"HTTP/1.1 200 OK\r\ncontent-", get)
+            parse(b"HTTP/1.1 200 OK\r\ncontent-", get)
                 .unwrap()
-                .map(|h| h.len),
+                .map(|h| h.status),
             None
         );
         assert!(matches!(
-            parse_head(b"garbage\r\n\r\n", get),
+            parse(b"garbage\r\n\r\n", get),
             Err(HeadError::Syntax(_))
         ));
         let two = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n";
-        assert_eq!(parse_head(two, get).unwrap_err(), HeadError::ContentLength);
+        assert_eq!(parse(two, get).unwrap_err(), HeadError::ContentLength);
         let same = b"HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\r\n";
         assert_eq!(
-            parse_head(same, get).unwrap().unwrap().framing,
+            parse(same, get).unwrap().unwrap().framing,
             ResponseFraming::Length(3)
         );
         let neg = b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n";
-        assert_eq!(parse_head(neg, get).unwrap_err(), HeadError::ContentLength);
+        assert_eq!(parse(neg, get).unwrap_err(), HeadError::ContentLength);
         let up = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n";
-        assert_eq!(
-            parse_head(up, get).unwrap_err(),
-            HeadError::SwitchingProtocols
-        );
+        assert_eq!(parse(up, get).unwrap_err(), HeadError::SwitchingProtocols);
         let mut big = b"HTTP/1.1 200 OK\r\n".to_vec();
         while big.len() <= MAX_HEAD_BYTES {
             big.extend_from_slice(b"x-filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
         }
         assert!(matches!(
-            parse_head(&big, get),
+            parse(&big, get),
             Err(HeadError::TooLarge) | Err(HeadError::Syntax(_))
         ));
     }

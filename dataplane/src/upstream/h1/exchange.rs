@@ -6,7 +6,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Buf;
 use http::Method;
 use http_body::Body;
 use tokio::io::AsyncWrite;
@@ -91,9 +90,8 @@ impl<'a> Exchange<'a> {
             // byte by byte is scanned once, not parsed again from the start on every read.
             let buffered = self.conn.rbuf.len();
             if buffered > 0 && crate::http1::has_head_end(&self.conn.rbuf, self.scanned) {
-                match codec::parse_head(&self.conn.rbuf, &self.method) {
+                match codec::parse_head(&mut self.conn.rbuf, &self.method) {
                     Ok(Some(head)) => {
-                        self.conn.rbuf.advance(head.len);
                         self.scanned = 0;
                         if head.status.is_informational() {
                             continue;
