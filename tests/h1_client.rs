@@ -288,6 +288,8 @@ async fn serve(mut wire: Wire<TcpStream>, log: &watch::Sender<Log>) {
             /// Read (and drop) until the connection closes.
             AwaitClose,
         }
+        // Logged as received, before any answer (a slow one is in flight once it is seen).
+        log.send_modify(|l| l.requests.push(seen.clone()));
         let (bytes, then) = match answer {
             Answer::Reply(b) => (b, Then::NextRequest),
             Answer::Report => {
@@ -301,7 +303,6 @@ async fn serve(mut wire: Wire<TcpStream>, log: &watch::Sender<Log>) {
             Answer::Early(b) => (b, Then::Park),
             Answer::Stall(b) => (b, Then::AwaitClose),
         };
-        log.send_modify(|l| l.requests.push(seen));
         if wire.io.write_all(bytes.as_bytes()).await.is_err() {
             return;
         }
@@ -1030,4 +1031,42 @@ async fn client_leaving_during_the_response_body_closes_the_backend_connection()
         .wait_for("the connection closed", |l| l.closed == 1)
         .await;
     rig.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drain
+
+/// SIGTERM: an idle keep-alive connection is closed at once; a request in flight is answered
+/// with `connection: close`, then its connection closes; weir exits long before the drain
+/// timeout, as no connection is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_closes_idle_connections_and_answers_busy_ones_with_close() {
+    let mut rig = Rig::start().await;
+    let mut idle = rig.connect().await;
+    idle.send(get("/before")).await;
+    assert_eq!(idle.response().await.text(), "/before");
+    let mut busy = rig.connect().await;
+    busy.send(get("/slow")).await;
+    rig.backend
+        .wait_for("the slow request", |l| l.requests.len() == 2)
+        .await;
+    let start = std::time::Instant::now();
+    rig.weir.terminate();
+    idle.assert_closed().await;
+    let r = busy.response().await;
+    assert_eq!(r.text(), "/slow");
+    assert_eq!(
+        r.fields(),
+        [("content-length", "5"), ("connection", "close")]
+    );
+    busy.assert_closed().await;
+    let status = within("weir's exit", rig.weir.child.wait())
+        .await
+        .expect("weir's exit status");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "exited when the connections were done, not at the drain timeout: {:?}",
+        start.elapsed()
+    );
 }
