@@ -178,7 +178,8 @@ impl Decoder {
                 }
                 Ok(Some(lf - 1))
             }
-            None if buf.len() > MAX_SIZE_LINE => Err(ChunkError("chunk-size line too long")),
+            // The line may be MAX_SIZE_LINE long with its CR in, waiting for the LF.
+            None if buf.len() > MAX_SIZE_LINE + 1 => Err(ChunkError("chunk-size line too long")),
             None => {
                 self.scanned = buf.len();
                 Ok(None)
@@ -187,12 +188,14 @@ impl Decoder {
     }
 }
 
-/// `1a3;ext=1` → (0x1a3, extension bytes). Strict (RFC 9112 §7.1.1): hex digits, optional
-/// spaces or tabs only before a `;`, and extensions of visible characters, spaces and tabs,
-/// so that no two parsers can disagree on where the line (and the chunk) ends.
+/// `1a3;ext=1` → (0x1a3, extension bytes). Strict where parsers could disagree on where the
+/// line (and so the chunk) ends (RFC 9112 §7.1.1): hex digits, then optional spaces or tabs,
+/// then nothing or a `;` and extensions of visible characters, spaces, tabs and obs-text; no
+/// CR, LF or other control byte anywhere.
 fn parse_size_line(line: &[u8]) -> Result<(u64, usize), ChunkError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 16 {
+    let zeros = line[..digits].iter().take_while(|b| **b == b'0').count();
+    if digits == 0 || digits - zeros.min(digits - 1) > 16 {
         return Err(ChunkError("invalid chunk size"));
     }
     let size = line[..digits].iter().try_fold(0u64, |acc, d| {
@@ -207,8 +210,12 @@ fn parse_size_line(line: &[u8]) -> Result<(u64, usize), ChunkError> {
         .take_while(|b| matches!(b, b' ' | b'\t'))
         .count();
     match rest[spaces..].split_first() {
-        None if spaces == 0 => Ok((size, 0)),
-        Some((b';', ext)) if ext.iter().all(|b| matches!(b, b' ' | b'\t' | 0x21..=0x7e)) => {
+        None => Ok((size, rest.len())),
+        Some((b';', ext))
+            if ext
+                .iter()
+                .all(|b| matches!(b, b' ' | b'\t' | 0x21..=0x7e | 0x80..)) =>
+        {
             Ok((size, rest.len()))
         }
         _ => Err(ChunkError("invalid chunk-size line")),
@@ -288,6 +295,17 @@ mod tests {
         assert_eq!(parse_size_line(b"A").unwrap(), (10, 0));
         assert_eq!(parse_size_line(b"ffffffffffffffff").unwrap(), (u64::MAX, 0));
         assert_eq!(parse_size_line(b"5 ;a=b").unwrap(), (5, 5));
+        assert_eq!(parse_size_line(b"5 ").unwrap(), (5, 1));
+        assert_eq!(parse_size_line(b"00000000000000005").unwrap(), (5, 0));
+        assert_eq!(
+            parse_size_line("5;n=\"é\"".as_bytes()).unwrap().0,
+            5,
+            "obs-text in a quoted value"
+        );
+        assert!(
+            parse_size_line(b"1ffffffffffffffff").is_err(),
+            "over 64 bits"
+        );
     }
 
     #[test]
@@ -297,7 +315,6 @@ mod tests {
             &b"2;\nxx\r\n45\r\n0\r\n\r\n"[..],
             b"5\n\r\nhello\r\n0\r\n\r\n",
             b"5\x0c\r\nhello\r\n0\r\n\r\n",
-            b"5 \r\nhello\r\n0\r\n\r\n",
             b"5;a\rb\r\nhello\r\n0\r\n\r\n",
             b"0x5\r\nhello\r\n0\r\n\r\n",
         ] {

@@ -83,16 +83,16 @@ impl Feeder {
         self.end == Some(End::Complete)
     }
 
-    /// The body ended short of its end (invalid, or the client left): the connection cannot
-    /// carry another request.
-    pub(super) fn is_broken(&self) -> bool {
-        matches!(self.end, Some(End::Invalid | End::ClientGone))
-    }
-
-    /// The client still waits for a `100 Continue` that was never sent: it may never send
-    /// the body, so the connection will be closed after the response.
-    pub(super) fn awaits_continue(&self) -> bool {
-        self.owe_continue && self.end.is_none()
+    /// The connection cannot carry another request after this one: the body ended short of
+    /// its end (invalid, the client left, or let go of while `100 Continue` was owed), or
+    /// the client still waits for a `100 Continue` that was never sent and may never send
+    /// the body.
+    pub(super) fn spoils_connection(&self) -> bool {
+        match self.end {
+            Some(End::Complete) => false,
+            Some(End::Invalid | End::ClientGone | End::Abandoned) => true,
+            None => self.owe_continue,
+        }
     }
 
     /// Nothing more will be read for this body.
@@ -124,7 +124,7 @@ impl Feeder {
                 }
             }
             if self.owe_continue {
-                if !may_continue {
+                if !may_continue && conn.rbuf.is_empty() {
                     // The final answer is out without a `100 Continue`: the client need not
                     // send the body, and reading for it could wait forever.
                     self.feed.fail(BodyError(
@@ -134,7 +134,8 @@ impl Feeder {
                     continue;
                 }
                 self.owe_continue = false;
-                if conn.rbuf.is_empty() {
+                // Not when the client sent the body without waiting, nor after the answer.
+                if may_continue && conn.rbuf.is_empty() {
                     conn.wbuf.extend_from_slice(CONTINUE);
                 }
             }

@@ -61,6 +61,9 @@ struct Conn<I> {
     read_closed: bool,
     /// The client closed its sending side with requests still to be answered.
     half_closed: bool,
+    /// The request being served was already in the buffer when the previous response was
+    /// done: the client pipelines, and a close of its sending side is a half-close.
+    pipelined: bool,
 }
 
 impl<I> Conn<I> {
@@ -161,10 +164,11 @@ pub(super) async fn serve<I>(
         wpos: 0,
         read_closed: false,
         half_closed: false,
+        pipelined: false,
     };
     let mut waits = Waits {
         timeout: header_timeout,
-        timer: Box::pin(tokio::time::sleep(header_timeout)),
+        timer: Box::pin(tokio::time::sleep_until(first_deadline)),
         deadline: first_deadline,
         first: Some(first_deadline),
         drained: Box::pin(drain.cancelled_owned()),
@@ -240,11 +244,17 @@ async fn read_head<I: AsyncRead + AsyncWrite + Unpin>(
     let mut scanned = 0;
     let mut armed = false;
     let first = waits.first.take();
+    // The first head's bytes were read by the protocol sniff; later ones already buffered
+    // when the previous response ended were pipelined.
+    let buffered_before = first.is_none() && !conn.rbuf.is_empty();
     poll_fn(|cx| loop {
         let buffered = conn.rbuf.len();
         if buffered > 0 && has_head_end(&conn.rbuf, scanned) {
             match request::parse(&mut conn.rbuf) {
-                Ok(Some(head)) => return Poll::Ready(HeadRead::Request(head)),
+                Ok(Some(head)) => {
+                    conn.pipelined = buffered_before;
+                    return Poll::Ready(HeadRead::Request(head));
+                }
                 Ok(None) => scanned = buffered,
                 Err(rejection) => return Poll::Ready(HeadRead::Refused(rejection)),
             }
@@ -329,9 +339,7 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
 
     let (parts, resp_body) = resp.into_parts();
     // Whether another request can follow is decided before the head, which says so.
-    let body_spoilt = feeder
-        .as_ref()
-        .is_some_and(|f| f.is_broken() || f.awaits_continue());
+    let body_spoilt = feeder.as_ref().is_some_and(Feeder::spoils_connection);
     let answering = Answering {
         version,
         head_method,
@@ -422,7 +430,7 @@ fn read_ahead<I: AsyncRead + AsyncWrite + Unpin>(
             Poll::Ready(true) => continue,
             // A close with requests still buffered is a client that only closed its sending
             // side after pipelining them: they are all served, then the connection closes.
-            Poll::Ready(false) if conn.rbuf.is_empty() && !conn.half_closed => {
+            Poll::Ready(false) if conn.rbuf.is_empty() && !conn.half_closed && !conn.pipelined => {
                 return Poll::Ready(())
             }
             Poll::Ready(false) => {
