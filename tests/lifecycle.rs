@@ -157,7 +157,7 @@ async fn admin_endpoints_and_404() {
 
 /// SIGTERM: readiness turns off, no new connections, in-flight requests on HTTP/1.1 and HTTP/2
 /// complete, and the process exits 0. With four event loops: the drain waits for every loop's
-/// accept loops to stop (else it could not take the drain handle and would exit at once).
+/// accept loops to stop before it counts the connections left to wait for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests() {
     let backend = Backend::local("a").await;

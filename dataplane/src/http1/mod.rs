@@ -3,8 +3,16 @@
 
 pub(crate) mod chunked;
 
-use bytes::Bytes;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
 use http::header::HeaderMap;
+use http::Version;
+use tokio::io::AsyncRead;
+
+use crate::proxy::headers::is_hop_by_hop_field;
 
 /// Most header fields a head may carry (hyper's default).
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -47,6 +55,106 @@ fn parse_length(value: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// Read buffer growth step.
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads more of a peer's bytes into `buf`, growing it by [`READ_CHUNK`] when little room is
+/// left; `Ok(0)` is the end of the stream.
+pub(crate) fn poll_read_more<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// What the framing and connection fields of a head say, read from its raw fields.
+pub(crate) struct Fields<'b> {
+    /// `Connection: close`.
+    pub(crate) close: bool,
+    /// `Connection: keep-alive`.
+    pub(crate) keep_alive: bool,
+    /// `Transfer-Encoding` present: whether its last coding is `chunked`.
+    pub(crate) chunked: Option<bool>,
+    /// Transfer codings named over every `Transfer-Encoding` field.
+    pub(crate) codings: usize,
+    /// `Content-Length` present: its value, `None` if invalid or inconsistent.
+    pub(crate) length: Option<Option<u64>>,
+    /// Other field names the `Connection` header lists (rare).
+    named: Vec<&'b str>,
+}
+
+impl<'b> Fields<'b> {
+    pub(crate) fn read(raw: &[httparse::Header<'b>]) -> Self {
+        let mut f = Fields {
+            close: false,
+            keep_alive: false,
+            chunked: None,
+            codings: 0,
+            length: None,
+            named: Vec::new(),
+        };
+        for h in raw {
+            if h.name.eq_ignore_ascii_case("connection") {
+                let value = std::str::from_utf8(h.value).unwrap_or_default();
+                for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    if token.eq_ignore_ascii_case("close") {
+                        f.close = true;
+                    } else if token.eq_ignore_ascii_case("keep-alive") {
+                        f.keep_alive = true;
+                    } else if !is_hop_by_hop_field(token) {
+                        f.named.push(token);
+                    }
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                let value = String::from_utf8_lossy(h.value);
+                let mut last = None;
+                for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                    f.codings += 1;
+                    last = Some(coding);
+                }
+                match last {
+                    Some(coding) => f.chunked = Some(coding.eq_ignore_ascii_case("chunked")),
+                    None => {
+                        f.chunked.get_or_insert(false);
+                    }
+                }
+            }
+        }
+        let lengths = raw
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+        f.length = declared_length(lengths.map(|h| h.value));
+        f
+    }
+
+    /// The transfer coding is exactly `chunked`, once (the only one weir reads).
+    pub(crate) fn only_chunked(&self) -> bool {
+        self.codings == 1 && self.chunked == Some(true)
+    }
+
+    /// The sender allows another message on the connection after this one.
+    pub(crate) fn keep_alive(&self, version: Version) -> bool {
+        !self.close && (version == Version::HTTP_11 || self.keep_alive)
+    }
+
+    /// Whether the `Connection` header names `name` (as hop-by-hop).
+    pub(crate) fn named_by_connection(&self, name: &str) -> bool {
+        !self.named.is_empty() && self.named.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+
+    /// What is left once the fields are read: everything but the names, which borrow the head.
+    pub(crate) fn into_framing(self) -> Fields<'static> {
+        Fields {
+            named: Vec::new(),
+            ..self
+        }
+    }
+}
+
 /// Where a field sits in a head: its name and value as byte ranges of the buffer the head was
 /// parsed from, so that the values can become slices of that buffer once it is split off.
 #[derive(Debug, Clone, Copy, Default)]
@@ -79,10 +187,12 @@ pub(crate) fn range(base: &[u8], part: &[u8]) -> (u32, u32) {
     (start as u32, (start + part.len()) as u32)
 }
 
-/// The chunk header for `len` bytes of data (`len` > 0).
-pub(crate) fn chunk_header(out: &mut Vec<u8>, len: usize) {
+/// One chunk carrying `data` (not empty: an empty chunk is the last one).
+pub(crate) fn chunk(out: &mut Vec<u8>, data: &[u8]) {
     use std::io::Write;
-    let _ = write!(out, "{len:x}\r\n");
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The last chunk, with the trailers (if any) as its trailer section.
@@ -123,8 +233,10 @@ mod tests {
     #[test]
     fn chunks_and_trailers() {
         let mut out = Vec::new();
-        chunk_header(&mut out, 255);
-        assert_eq!(out, b"ff\r\n");
+        chunk(&mut out, &[b'a'; 255]);
+        assert!(out.starts_with(b"ff\r\naaa"));
+        assert!(out.ends_with(b"aaa\r\n"));
+        assert_eq!(out.len(), 4 + 255 + 2);
         out.clear();
         let mut t = HeaderMap::new();
         t.insert("grpc-status", HeaderValue::from_static("0"));

@@ -38,6 +38,23 @@ fn lock(shared: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Changes the slot under its lock, then wakes the other side if `change` handed back its
+/// waker (after the lock is released).
+fn update<T>(shared: &Mutex<Slot>, change: impl FnOnce(&mut Slot) -> (T, Option<Waker>)) -> T {
+    let (out, waker) = change(&mut lock(shared));
+    if let Some(w) = waker {
+        w.wake();
+    }
+    out
+}
+
+/// Keeps `cx`'s waker in `slot`, cloning it only when it changed.
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        *slot = Some(cx.waker().clone());
+    }
+}
+
 /// The connection's end.
 pub(super) struct Feed {
     shared: Arc<Mutex<Slot>>,
@@ -82,13 +99,7 @@ impl Feed {
         if slot.wanted && slot.frame.is_none() {
             return Poll::Ready(Want::Frame);
         }
-        if !slot
-            .feeder
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            slot.feeder = Some(cx.waker().clone());
-        }
+        register(&mut slot.feeder, cx);
         Poll::Pending
     }
 
@@ -102,37 +113,28 @@ impl Feed {
 
     /// The body ended without a final frame to carry it.
     pub(super) fn end(&self) {
-        let waker = {
-            let mut slot = lock(&self.shared);
+        update(&self.shared, |slot| {
             slot.ended = true;
-            slot.reader.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+            ((), slot.reader.take())
+        });
     }
 
     fn put(&self, frame: Result<Frame<Bytes>, BodyError>, last: bool) {
-        let waker = {
-            let mut slot = lock(&self.shared);
+        update(&self.shared, |slot| {
             slot.frame = Some(frame);
             slot.wanted = false;
             slot.ended |= last;
-            slot.reader.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+            ((), slot.reader.take())
+        });
     }
 }
 
 impl Drop for Feed {
     /// A connection that goes away before the end of the body fails it.
     fn drop(&mut self) {
-        let waker = {
-            let mut slot = lock(&self.shared);
+        update(&self.shared, |slot| {
             if slot.ended {
-                return;
+                return ((), None);
             }
             slot.ended = true;
             let error = BodyError("the client connection closed before the end of the body".into());
@@ -141,11 +143,8 @@ impl Drop for Feed {
             } else {
                 slot.error_after = Some(error);
             }
-            slot.reader.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+            ((), slot.reader.take())
+        });
     }
 }
 
@@ -157,30 +156,18 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let (poll, waker) = {
-            let mut slot = lock(&self.shared);
-            match slot.frame.take() {
-                Some(frame) => (Poll::Ready(Some(frame.map_err(BoxError::from))), None),
-                None if slot.ended => match slot.error_after.take() {
-                    Some(error) => (Poll::Ready(Some(Err(BoxError::from(error)))), None),
-                    None => (Poll::Ready(None), None),
-                },
-                None => {
-                    slot.wanted = true;
-                    if !slot
-                        .reader
-                        .as_ref()
-                        .is_some_and(|w| w.will_wake(cx.waker()))
-                    {
-                        slot.reader = Some(cx.waker().clone());
-                    }
-                    (Poll::Pending, slot.feeder.take())
-                }
+        let poll = update(&self.shared, |slot| match slot.frame.take() {
+            Some(frame) => (Poll::Ready(Some(frame.map_err(BoxError::from))), None),
+            None if slot.ended => match slot.error_after.take() {
+                Some(error) => (Poll::Ready(Some(Err(BoxError::from(error)))), None),
+                None => (Poll::Ready(None), None),
+            },
+            None => {
+                slot.wanted = true;
+                register(&mut slot.reader, cx);
+                (Poll::Pending, slot.feeder.take())
             }
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        });
         if let Poll::Ready(Some(Ok(frame))) = &poll {
             if let (Some(rest), Some(data)) = (self.remaining.as_mut(), frame.data_ref()) {
                 *rest = rest.saturating_sub(data.len() as u64);
@@ -203,14 +190,10 @@ impl Body for RequestBody {
 
 impl Drop for RequestBody {
     fn drop(&mut self) {
-        let waker = {
-            let mut slot = lock(&self.shared);
+        update(&self.shared, |slot| {
             slot.dropped = true;
-            slot.feeder.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+            ((), slot.feeder.take())
+        });
     }
 }
 

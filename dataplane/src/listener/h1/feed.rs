@@ -3,11 +3,12 @@
 
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::body::{BodyError, Feed, Want};
+use super::body::{self, BodyError, Feed, RequestBody, Want};
+use super::request::BodyFraming;
 use super::Conn;
 use crate::http1::chunked::{Decoded, Decoder};
 
@@ -16,10 +17,6 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// whole buffer allocation alive for as long as the piece is kept (the retry replay keeps
 /// pieces for the whole request), so many small pieces could pin many buffers.
 const COPY_BELOW: usize = 1024;
-
-fn detach(data: BytesMut) -> Bytes {
-    small_copy(data.freeze())
-}
 
 fn small_copy(data: Bytes) -> Bytes {
     if data.len() < COPY_BELOW {
@@ -60,22 +57,26 @@ pub(super) struct Feeder {
 }
 
 impl Feeder {
-    pub(super) fn length(feed: Feed, length: u64, expect_continue: bool) -> Self {
-        Self::new(feed, Decode::Length(length), expect_continue)
-    }
-
-    pub(super) fn chunked(feed: Feed, expect_continue: bool) -> Self {
-        Self::new(feed, Decode::Chunked(Decoder::new()), expect_continue)
-    }
-
-    fn new(feed: Feed, decode: Decode, owe_continue: bool) -> Self {
-        Self {
+    /// The connection's and the request path's ends of a request body; `None` when the
+    /// request has none.
+    pub(super) fn start(
+        framing: BodyFraming,
+        expect_continue: bool,
+    ) -> Option<(Self, RequestBody)> {
+        let (decode, length) = match framing {
+            BodyFraming::Empty => return None,
+            BodyFraming::Length(n) => (Decode::Length(n), Some(n)),
+            BodyFraming::Chunked => (Decode::Chunked(Decoder::new()), None),
+        };
+        let (feed, body) = body::channel(length);
+        let feeder = Self {
             feed,
             decode,
-            owe_continue,
+            owe_continue: expect_continue,
             discard: false,
             end: None,
-        }
+        };
+        Some((feeder, body))
     }
 
     /// The whole body was read off the connection.
@@ -167,7 +168,7 @@ impl Feeder {
                 let take = usize::try_from(*rest)
                     .unwrap_or(usize::MAX)
                     .min(conn.rbuf.len());
-                let data = detach(conn.rbuf.split_to(take));
+                let data = small_copy(conn.rbuf.split_to(take).freeze());
                 *rest -= take as u64;
                 let last = *rest == 0;
                 if !self.discard {

@@ -24,17 +24,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::http1::{has_head_end, MAX_HEAD_BYTES};
+use crate::http1::{has_head_end, poll_read_more, MAX_HEAD_BYTES, READ_CHUNK};
 use crate::proxy::body::{empty, ProxyBody};
 use crate::proxy::ClientConn;
 use crate::state::Dataplane;
 use feed::Feeder;
-use request::{BodyFraming, Rejection, RequestHead};
+use request::{Rejection, RequestHead};
 use response::{Answering, BodyHint};
 use write::Writer;
 
-/// Read buffer growth step.
-const READ_CHUNK: usize = 16 * 1024;
 /// Bytes of pipelined requests read ahead while one is being served; beyond that the
 /// connection stops reading until the current response is written.
 const MAX_READ_AHEAD: usize = MAX_HEAD_BYTES;
@@ -89,10 +87,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         if self.read_closed {
             return Poll::Ready(false);
         }
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
-        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+        match poll_read_more(&mut self.io, &mut self.rbuf, cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(n)) if n > 0 => Poll::Ready(true),
             Poll::Ready(result) => {
@@ -134,7 +129,8 @@ enum HeadRead {
 /// What the connection does after an exchange.
 enum Next {
     KeepAlive,
-    /// Close after a clean response; `linger` when the request body was not all read.
+    /// Close after the last response (`linger`: the client may still be sending), or at
+    /// once when no request is in progress.
     Close {
         linger: bool,
     },
@@ -303,18 +299,9 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
     // A CONNECT is answered (405) and the connection closed: what follows is not HTTP.
     let connect = parts.method == Method::CONNECT;
     let version = parts.version;
-    let (mut feeder, body): (Option<Feeder>, ProxyBody) = match framing {
-        BodyFraming::Empty => (None, empty()),
-        BodyFraming::Length(n) => {
-            let (feed, body) = body::channel(Some(n));
-            let feeder = Feeder::length(feed, n, expect_continue);
-            (Some(feeder), ProxyBody::new(body))
-        }
-        BodyFraming::Chunked => {
-            let (feed, body) = body::channel(None);
-            let feeder = Feeder::chunked(feed, expect_continue);
-            (Some(feeder), ProxyBody::new(body))
-        }
+    let (mut feeder, body) = match Feeder::start(framing, expect_continue) {
+        Some((feeder, body)) => (Some(feeder), ProxyBody::new(body)),
+        None => (None, empty()),
     };
     let mut dispatch = pin!(dataplane.handle(Request::from_parts(parts, body), client));
     let answer = poll_fn(|cx| {
@@ -362,13 +349,9 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
     );
     let mut writer = Writer::new(resp_body, framing);
     let written = poll_fn(|cx| {
-        // The rest of the request body keeps flowing while the response goes out; once it is
-        // in, a client that closes ends the response (a stream it no longer reads).
-        let reading_body = match feeder.as_mut() {
-            Some(feeder) if !feeder.is_over() => feeder.poll(conn, cx, false).is_pending(),
-            _ => false,
-        };
-        if !reading_body && read_ahead(conn, cx).is_ready() {
+        // The rest of the request body keeps flowing while the response goes out; a client
+        // that closes ends the response (a stream it no longer reads).
+        if poll_client(conn, feeder.as_mut(), cx, false).is_ready() {
             return Poll::Ready(Err(write::WriteError::ClientGone));
         }
         writer.poll(conn, cx)
@@ -391,31 +374,37 @@ async fn exchange<I: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// While the proxy works on a request: keep its body coming, write a pending `100 Continue`,
-/// and once the body is in, watch for the client closing (reading any pipelined requests).
+/// While the proxy works on a request: [`poll_client`], and write a pending `100 Continue`.
 /// `Ready` when the client is gone.
 fn while_dispatching<I: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<I>,
     feeder: Option<&mut Feeder>,
     cx: &mut Context<'_>,
 ) -> Poll<()> {
-    let reading_body = match feeder {
-        Some(feeder) if !feeder.is_over() => {
-            if let Poll::Ready(feed::End::ClientGone) = feeder.poll(conn, cx, true) {
-                return Poll::Ready(());
-            }
-            !feeder.is_over()
-        }
-        _ => false,
-    };
+    let gone = poll_client(conn, feeder, cx, true);
     if !conn.wbuf.is_empty() {
         if let Poll::Ready(Err(_)) = conn.poll_write_all(cx) {
             return Poll::Ready(());
         }
     }
-    if reading_body {
-        return Poll::Pending;
+    gone
+}
+
+/// While a request is served: keep its body coming, and once it is in, watch for the client
+/// closing (reading any pipelined requests). `Ready` when the client is gone.
+fn poll_client<I: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<I>,
+    feeder: Option<&mut Feeder>,
+    cx: &mut Context<'_>,
+    may_continue: bool,
+) -> Poll<()> {
+    if let Some(feeder) = feeder {
+        if feeder.poll(conn, cx, may_continue).is_pending() {
+            return Poll::Pending;
+        }
     }
+    // Whether a close (also one that cut the body short) means the client is gone is
+    // read_ahead's rule: not when it pipelined.
     read_ahead(conn, cx)
 }
 

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
-use crate::http1::{declared_length, range, Span, MAX_HEADERS, MAX_HEAD_BYTES};
+use crate::http1::{range, Fields, Span, MAX_HEADERS, MAX_HEAD_BYTES};
 
 /// How the request body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,16 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Rejection
         _ => Version::HTTP_11,
     };
     let fields = req.headers.len();
-    let framing = Framing::read(req.headers);
+    let framing = Fields::read(req.headers).into_framing();
+    // weir does not decode codings; only a body that is exactly `chunked` can be read and
+    // forwarded with its meaning intact (RFC 9112 §6.1).
+    let coding = framing.chunked.map(|_| {
+        if framing.only_chunked() {
+            Ok(())
+        } else {
+            Err(codings(req.headers))
+        }
+    });
     for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
         *span = Span::of(buf, h.name.as_bytes(), h.value);
     }
@@ -110,7 +119,7 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Rejection
             .map_err(|_| Rejection::Field(name.to_string()))?;
         headers.append(name, value);
     }
-    let body = match (framing.chunked, framing.length) {
+    let body = match (coding, framing.length) {
         (Some(_), Some(_)) => return Err(Rejection::Ambiguous),
         (Some(_), None) if version == Version::HTTP_10 => return Err(Rejection::CodingInHttp10),
         (Some(Ok(())), None) => BodyFraming::Chunked,
@@ -136,7 +145,7 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Rejection
     if headers.get_all(header::HOST).iter().nth(1).is_some() {
         return Err(Rejection::Hosts);
     }
-    let keep_alive = !framing.close && (version == Version::HTTP_11 || framing.keep_alive);
+    let keep_alive = framing.keep_alive(version);
     let expect_continue = version == Version::HTTP_11
         && body != BodyFraming::Empty
         && headers
@@ -156,58 +165,17 @@ pub(super) fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, Rejection
     }))
 }
 
-/// What the framing and connection fields of a request say.
-struct Framing {
-    close: bool,
-    keep_alive: bool,
-    /// `Transfer-Encoding` present: `Ok` when it is exactly `chunked`, else the codings.
-    chunked: Option<Result<(), String>>,
-    /// `Content-Length` present: its value, `None` if invalid or inconsistent.
-    length: Option<Option<u64>>,
-}
-
-impl Framing {
-    fn read(raw: &[httparse::Header<'_>]) -> Self {
-        let mut f = Framing {
-            close: false,
-            keep_alive: false,
-            chunked: None,
-            length: None,
-        };
-        let mut codings: Vec<String> = Vec::new();
-        for h in raw {
-            if h.name.eq_ignore_ascii_case("connection") {
-                let value = std::str::from_utf8(h.value).unwrap_or_default();
-                for token in value.split(',').map(str::trim) {
-                    if token.eq_ignore_ascii_case("close") {
-                        f.close = true;
-                    } else if token.eq_ignore_ascii_case("keep-alive") {
-                        f.keep_alive = true;
-                    }
-                }
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                let value = String::from_utf8_lossy(h.value);
-                codings.extend(
-                    value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|c| !c.is_empty())
-                        .map(str::to_ascii_lowercase),
-                );
-                f.chunked = Some(Ok(()));
-            }
+/// The transfer codings a request names, for the error that refuses them.
+fn codings(raw: &[httparse::Header<'_>]) -> String {
+    let mut all = Vec::new();
+    for h in raw {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let value = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            let named = value.split(',').map(str::trim).filter(|c| !c.is_empty());
+            all.extend(named.map(str::to_string));
         }
-        // weir does not decode codings; only a body that is exactly `chunked` can be read
-        // and forwarded with its meaning intact (RFC 9112 §6.1).
-        if f.chunked.is_some() && codings != ["chunked"] {
-            f.chunked = Some(Err(codings.join(", ")));
-        }
-        let lengths = raw
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
-        f.length = declared_length(lengths.map(|h| h.value));
-        f
     }
+    all.join(", ")
 }
 
 #[cfg(test)]

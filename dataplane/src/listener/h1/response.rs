@@ -80,14 +80,7 @@ pub(super) fn encode_head(
         keep_alive = false;
     }
 
-    out.extend_from_slice(match answering.version {
-        Version::HTTP_10 => b"HTTP/1.0 ",
-        _ => b"HTTP/1.1 ",
-    });
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, answering.version, status);
     let mut has_date = false;
     for (name, value) in headers {
         if *name == header::CONNECTION
@@ -145,6 +138,18 @@ fn trailer_names(value: &[u8]) -> impl Iterator<Item = HeaderName> + '_ {
         .filter(|n| !is_hop_by_hop_field(n.as_str()) && *n != header::CONTENT_LENGTH)
 }
 
+/// `HTTP/1.1 200 OK` and its line end; the standard reason phrase.
+fn status_line(out: &mut Vec<u8>, version: Version, status: StatusCode) {
+    out.extend_from_slice(match version {
+        Version::HTTP_10 => b"HTTP/1.0 ",
+        _ => b"HTTP/1.1 ",
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The trailer fields of a chunked response that its `Trailer` header announced.
 pub(super) fn allowed_trailers(trailers: &HeaderMap, allowed: &[HeaderName]) -> HeaderMap {
     let mut out = HeaderMap::new();
@@ -158,11 +163,8 @@ pub(super) fn allowed_trailers(trailers: &HeaderMap, allowed: &[HeaderName]) -> 
 
 /// A minimal response weir writes itself when a request head is refused.
 pub(super) fn refusal(out: &mut Vec<u8>, status: StatusCode) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
-    out.extend_from_slice(b"\r\ncontent-length: 0\r\nconnection: close\r\ndate: ");
+    status_line(out, Version::HTTP_11, status);
+    out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\ndate: ");
     write_date(out);
     out.extend_from_slice(b"\r\n\r\n");
 }

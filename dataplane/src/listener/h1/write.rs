@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::response::{allowed_trailers, Framing};
 use super::Conn;
-use crate::http1::{chunk_header, last_chunk};
+use crate::http1::{chunk, last_chunk};
 use crate::proxy::body::ProxyBody;
 
 /// Buffered bytes past which the writer writes before taking more frames.
@@ -117,11 +117,7 @@ impl Writer {
                 out.extend_from_slice(data);
                 self.sent += data.len() as u64;
             }
-            Framing::Chunked(_) => {
-                chunk_header(out, data.len());
-                out.extend_from_slice(data);
-                out.extend_from_slice(b"\r\n");
-            }
+            Framing::Chunked(_) => chunk(out, data),
             Framing::UntilClose => out.extend_from_slice(data),
             Framing::Empty => {}
         }

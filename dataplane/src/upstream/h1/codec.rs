@@ -8,7 +8,7 @@ use http::{Method, StatusCode, Version};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::http1::{declared_length, write_fields, Span, MAX_HEADERS, MAX_HEAD_BYTES};
+use crate::http1::{declared_length, write_fields, Fields, Span, MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::proxy::headers::is_hop_by_hop_field;
 
 /// How the request body goes on the wire.
@@ -170,7 +170,7 @@ pub(crate) fn parse_head(
         let value = HeaderValue::from_maybe_shared(span.value(&head)).map_err(|_| header())?;
         headers.append(name, value);
     }
-    let mut keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
+    let mut keep_alive = fields.keep_alive(version);
     let framing = if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -203,73 +203,6 @@ pub(crate) fn parse_head(
         framing,
         keep_alive,
     }))
-}
-
-/// What the framing and connection fields of a response say.
-struct Fields<'b> {
-    close: bool,
-    keep_alive: bool,
-    /// `Transfer-Encoding` present: whether its last coding is `chunked`.
-    chunked: Option<bool>,
-    /// `Content-Length` present: its value, `None` if invalid or inconsistent.
-    length: Option<Option<u64>>,
-    /// Other field names the `Connection` header lists (rare).
-    named: Vec<&'b str>,
-}
-
-impl<'b> Fields<'b> {
-    fn read(raw: &[httparse::Header<'b>]) -> Self {
-        let mut f = Fields {
-            close: false,
-            keep_alive: false,
-            chunked: None,
-            length: None,
-            named: Vec::new(),
-        };
-        for h in raw {
-            if h.name.eq_ignore_ascii_case("connection") {
-                let value = std::str::from_utf8(h.value).unwrap_or_default();
-                for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                    if token.eq_ignore_ascii_case("close") {
-                        f.close = true;
-                    } else if token.eq_ignore_ascii_case("keep-alive") {
-                        f.keep_alive = true;
-                    } else if !is_hop_by_hop_field(token) {
-                        f.named.push(token);
-                    }
-                }
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                let value = String::from_utf8_lossy(h.value);
-                let last = value.split(',').map(str::trim).rfind(|c| !c.is_empty());
-                match last {
-                    Some(coding) => f.chunked = Some(coding.eq_ignore_ascii_case("chunked")),
-                    None => {
-                        f.chunked.get_or_insert(false);
-                    }
-                }
-            }
-        }
-        let lengths = raw
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
-        f.length = declared_length(lengths.map(|h| h.value));
-        f
-    }
-
-    /// What is left once the fields are read: everything but the names, which borrow the head.
-    fn into_framing(self) -> Fields<'static> {
-        Fields {
-            close: self.close,
-            keep_alive: self.keep_alive,
-            chunked: self.chunked,
-            length: self.length,
-            named: Vec::new(),
-        }
-    }
-
-    fn named_by_connection(&self, name: &str) -> bool {
-        !self.named.is_empty() && self.named.iter().any(|n| n.eq_ignore_ascii_case(name))
-    }
 }
 
 #[cfg(test)]

@@ -241,9 +241,7 @@ impl Upload {
                 ))
             }
             RequestFraming::Chunked => {
-                http1::chunk_header(&mut conn.wbuf, data.len());
-                conn.wbuf.extend_from_slice(data);
-                conn.wbuf.extend_from_slice(b"\r\n");
+                http1::chunk(&mut conn.wbuf, data);
                 return Ok(());
             }
             _ => {}

@@ -30,9 +30,6 @@ use crate::proxy::body::ProxyBody;
 use crate::proxy::replay::AttemptBody;
 use crate::session::Session;
 
-/// Read buffer growth step.
-const READ_CHUNK: usize = 16 * 1024;
-
 /// An open HTTP/1.1 connection, idle in the pool or checked out by one request. Dropping it
 /// closes the socket and settles the endpoint's connection count and metrics.
 pub(crate) struct H1Conn {
@@ -104,10 +101,7 @@ impl H1Conn {
 
     /// Reads more of the backend's bytes into the buffer; `Ok(0)` is the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
-        }
-        let poll = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf);
+        let poll = crate::http1::poll_read_more(&mut self.io, &mut self.rbuf, cx);
         match &poll {
             Poll::Ready(Ok(0)) => self.close_reason = "peer-closed",
             Poll::Ready(Err(_)) => self.close_reason = "io-error",
