@@ -191,6 +191,9 @@ fn script(head: &str) -> Answer {
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n".into(),
         ),
         (_, "/received") => Answer::Report,
+        (_, "/no-content") => Answer::Reply(
+            "HTTP/1.1 204 No Content\r\ncontent-length: 7\r\nx-kept: 1\r\n\r\n".into(),
+        ),
         _ => Answer::Reply(ok(path)),
     }
 }
@@ -778,6 +781,37 @@ async fn chunked_request_body_and_trailers_reach_the_backend() {
     // The whole body was read: the connection carries the next request.
     c.send(get("/next")).await;
     assert_eq!(c.response().await.text(), "/next");
+    rig.finish().await;
+}
+
+/// `Content-Length: 5, 5` (one length, repeated) is accepted and goes to the backend as one
+/// plain value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_length_reaches_the_backend_as_one_value() {
+    let rig = Rig::start().await;
+    let mut c = rig.connect().await;
+    c.send(format!(
+        "POST /received HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5, 5\r\n\r\nhello"
+    ))
+    .await;
+    assert_eq!(c.response().await.text(), "hello|");
+    let seen = &rig.backend.requests()[0];
+    assert_eq!(field(&seen.head, "content-length"), Some("5"), "{seen:?}");
+    rig.finish().await;
+}
+
+/// A 204 never carries Content-Length to the client, even when the backend sent one; the
+/// connection carries the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_content_drops_a_content_length() {
+    let rig = Rig::start().await;
+    let mut c = rig.connect().await;
+    c.send(get("/no-content")).await;
+    let r = c.head_response().await;
+    assert_eq!(r.status_line, "HTTP/1.1 204 No Content");
+    assert_eq!(r.fields(), [("x-kept", "1")]);
+    c.send(get("/after")).await;
+    assert_eq!(c.response().await.text(), "/after");
     rig.finish().await;
 }
 
