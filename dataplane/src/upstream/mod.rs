@@ -18,7 +18,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use http::{Request, Response};
+use http::Response;
 
 pub(crate) use budget::RetryBudget;
 pub(crate) use endpoint::Want;
@@ -260,7 +260,7 @@ impl BackendPool {
                 .lease(want, policy, &self.metrics, &self.pending)
                 .await?;
             let outcome = match lease {
-                Lease::H2(slot) => match h2::send(slot, clone_parts(head), body).await {
+                Lease::H2(slot) => match h2::send(slot, head, body).await {
                     Ok(resp) => return Ok(resp),
                     Err(h2::SendError::Failed(e)) => return Err(e),
                     Err(h2::SendError::NotStarted(ns)) => (
@@ -312,14 +312,4 @@ impl BackendPool {
             )
         }))
     }
-}
-
-/// `http::request::Parts` is not `Clone` (extensions); requests carry none we forward.
-pub(crate) fn clone_parts(head: &http::request::Parts) -> http::request::Parts {
-    let mut req = Request::new(());
-    *req.method_mut() = head.method.clone();
-    *req.uri_mut() = head.uri.clone();
-    *req.version_mut() = head.version;
-    *req.headers_mut() = head.headers.clone();
-    req.into_parts().0
 }

@@ -1,34 +1,35 @@
-//! HTTP/2 upstream connections on the `h2` crate.
+//! HTTP/2 upstream connections, on weir's own HTTP/2 client.
 //!
-//! Life cycle: Connecting → Handshaking (preface sent) → Ready (the peer's SETTINGS seen) →
-//! Draining (GOAWAY, request or age limit: no new streams) → Closed. SETTINGS arrival is
-//! observed with a PING sent right after the preface: the peer must send SETTINGS before
-//! anything else, so its PING ACK proves the SETTINGS were applied. Until then a conservative
-//! stream limit applies; afterwards the peer's current SETTINGS_MAX_CONCURRENT_STREAMS.
+//! Life cycle: Connecting → Handshaking (preface sent) → Ready (the peer's SETTINGS applied) →
+//! Draining (GOAWAY, request or age limit: no new streams) → Closed. Until the SETTINGS
+//! arrive a conservative stream limit applies; afterwards the peer's current
+//! SETTINGS_MAX_CONCURRENT_STREAMS. The connection task (`driver`) owns the socket and the
+//! protocol state; requests reach it through a [`driver::Handle`] and wait on their stream's
+//! slot (`stream`).
+
+mod driver;
+mod head;
+mod stream;
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
-use futures_util::future::poll_fn;
-use h2::client::SendRequest;
-use h2::{Ping, Reason, RecvStream, SendStream};
-use http::{HeaderMap, Request, Response};
-use http_body::{Body, Frame};
-use http_body_util::BodyExt;
-use tokio::sync::{watch, Notify};
+use http::{Method, Response};
+use http_body::Body;
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use self::driver::{Command, Handle, Open};
+use self::stream::{Cancel, PumpGuard, Stream};
 use super::error::{AttemptError, Failure};
 use super::select::Phase;
+use crate::h2::hpack::encode_request;
 use crate::metrics::BackendMetrics;
 use crate::policy::Keepalive;
-use crate::proxy::body::{BoxError, ProxyBody};
+use crate::proxy::body::ProxyBody;
 use crate::proxy::replay::AttemptBody;
 use crate::session::Session;
 use crate::table::UpstreamTls;
@@ -40,8 +41,8 @@ pub(crate) const CONSERVATIVE_STREAMS: usize = 1;
 #[derive(Clone)]
 enum State {
     Connecting,
-    Handshaking(SendRequest<Bytes>),
-    Ready(SendRequest<Bytes>),
+    Handshaking(Handle),
+    Ready(Handle),
     Draining,
     /// Closed; the failure to report for requests that were waiting on it.
     Closed(Failure),
@@ -71,6 +72,8 @@ pub(crate) struct H2Conn {
     created: Instant,
     idle_since: Mutex<Instant>,
     saw_settings: AtomicBool,
+    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS, once its SETTINGS arrived.
+    peer_streams: AtomicUsize,
     goaway: AtomicBool,
     driver: Mutex<Option<AbortHandle>>,
     metrics: BackendMetrics,
@@ -101,6 +104,7 @@ impl H2Conn {
             created: Instant::now(),
             idle_since: Mutex::new(Instant::now()),
             saw_settings: AtomicBool::new(false),
+            peer_streams: AtomicUsize::new(CONSERVATIVE_STREAMS),
             goaway: AtomicBool::new(false),
             driver: Mutex::new(None),
             metrics,
@@ -142,7 +146,7 @@ impl H2Conn {
     fn limit(&self, cap: u32) -> usize {
         let cap = cap as usize;
         match &*self.state.borrow() {
-            State::Ready(s) => cap.min(s.current_max_send_streams()),
+            State::Ready(_) => cap.min(self.peer_streams.load(Ordering::Acquire)),
             State::Connecting | State::Handshaking(_) => cap.min(CONSERVATIVE_STREAMS),
             State::Draining | State::Closed(_) => 0,
         }
@@ -195,6 +199,11 @@ impl H2Conn {
         } else {
             false
         }
+    }
+
+    fn set_peer_streams(&self, limit: usize) {
+        self.peer_streams.store(limit, Ordering::Release);
+        self.wake.notify_waiters();
     }
 
     fn mark_ready(&self) {
@@ -263,40 +272,11 @@ impl H2Conn {
         }
         self.wake.notify_waiters();
     }
-
-    /// What an h2 error on this connection means for the attempt.
-    fn classify(&self, e: &h2::Error, stream_opened: bool) -> Failure {
-        if e.is_go_away() && e.is_remote() {
-            self.on_goaway();
-            return if stream_opened {
-                Failure::GoAway
-            } else {
-                Failure::NotSent
-            };
-        }
-        if e.is_reset() && e.is_remote() {
-            if e.reason() == Some(Reason::REFUSED_STREAM) {
-                self.metrics.refused.inc();
-                return Failure::RefusedStream;
-            }
-            return Failure::Reset;
-        }
-        if e.is_reset() || e.is_go_away() {
-            // h2 itself reset the stream or connection: the peer broke the protocol.
-            return Failure::Malformed;
-        }
-        if !self.saw_settings.load(Ordering::Acquire) {
-            Failure::ClosedBeforeSettings
-        } else if !stream_opened {
-            Failure::NotSent
-        } else {
-            Failure::EmptyResponse
-        }
-    }
 }
 
-/// Opens the TCP connection and runs the HTTP/2 handshake, keepalive and driver in the
-/// background, so requests waiting on the connection are not tied to the one that dialed it.
+/// Opens the TCP connection and starts the connection task, then watches for the peer's
+/// SETTINGS and runs the keepalive, so requests waiting on the connection are not tied to
+/// the one that dialed it.
 pub(crate) fn establish(
     conn: Arc<H2Conn>,
     connect_timeout: Duration,
@@ -311,56 +291,46 @@ pub(crate) fn establish(
                 return conn.close_with(e.reason, e.error.failure);
             }
         };
-        let mut builder = h2::client::Builder::new();
-        builder
-            .initial_max_send_streams(CONSERVATIVE_STREAMS)
-            .initial_window_size(1 << 20)
-            .initial_connection_window_size(4 << 20)
-            .max_send_buffer_size(1 << 20);
-        let (send, mut connection) = match builder.handshake::<_, Bytes>(io).await {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::debug!(addr = %conn.addr, %error, "upstream HTTP/2 handshake failed");
-                return conn.close_with("handshake-failed", Failure::ClosedBeforeSettings);
-            }
-        };
-        let ping_pong = connection.ping_pong();
+        let (task, handle) = driver::start(io, conn.clone());
+        let keepalive_handle = handle.clone();
+        if !conn.transition(|s| matches!(s, State::Connecting).then(|| State::Handshaking(handle)))
+        {
+            // Closed while connecting (retired, or its pool went away): the task never runs.
+            return;
+        }
+        // Handshaking before the task runs, so the peer's SETTINGS always find it there.
         let on_exit = conn.clone();
         let driver = tokio::spawn(async move {
-            let reason = match connection.await {
-                Ok(()) => "peer-closed",
-                Err(e) if e.is_go_away() && e.is_remote() => {
-                    on_exit.on_goaway();
-                    "goaway"
-                }
-                Err(e) if e.is_io() => "io-error",
-                Err(_) => "protocol-error",
-            };
+            let reason = task.await;
             on_exit.close(reason);
         });
         *conn.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(driver.abort_handle());
-        if !conn.transition(|s| matches!(s, State::Connecting).then(|| State::Handshaking(send))) {
-            // Closed while connecting (retired, or its pool went away): close_with has already
-            // run and found no driver to stop, so stop it here.
+        if conn.phase() == Phase::Closed {
+            // Closed before the abort handle was stored: close_with found nothing to stop.
             driver.abort();
             return;
         }
-        let Some(mut ping_pong) = ping_pong else {
-            return conn.mark_ready();
-        };
-        match tokio::time::timeout(connect_timeout, ping_pong.ping(Ping::opaque())).await {
-            Ok(Ok(_)) => conn.mark_ready(),
-            Ok(Err(_)) => return conn.close("closed-before-settings"),
-            Err(_) => return conn.close("settings-timeout"),
+        let mut rx = conn.state.subscribe();
+        let settled = rx.wait_for(|s| !matches!(s, State::Handshaking(_)));
+        if tokio::time::timeout(connect_timeout, settled)
+            .await
+            .is_err()
+        {
+            return conn.close("settings-timeout");
         }
+        drop(rx);
         let Some(keepalive) = keepalive else { return };
         loop {
             tokio::time::sleep(keepalive.interval).await;
             if conn.phase() == Phase::Closed {
                 return;
             }
-            match tokio::time::timeout(keepalive.timeout, ping_pong.ping(Ping::opaque())).await {
-                Ok(Ok(_)) => {}
+            let (tx, ack) = oneshot::channel();
+            if !keepalive_handle.send(Command::Ping(tx)) {
+                return;
+            }
+            match tokio::time::timeout(keepalive.timeout, ack).await {
+                Ok(Ok(())) => {}
                 _ => return conn.close("keepalive-timeout"),
             }
         }
@@ -393,167 +363,91 @@ pub(crate) enum SendError {
 /// Sends one request on `slot`'s connection.
 pub(crate) async fn send(
     slot: Slot,
-    head: http::request::Parts,
+    head: &http::request::Parts,
     body: AttemptBody,
 ) -> Result<Response<ProxyBody>, SendError> {
     let conn = slot.conn.clone();
     let not_started = |body, failure| Err(SendError::NotStarted(NotStarted { body, failure }));
-    let mut rx = conn.state.subscribe();
-    let sender = loop {
-        let state = rx.borrow_and_update().clone();
-        match state {
-            State::Connecting => {
-                if rx.changed().await.is_err() {
-                    return not_started(body, Failure::NotSent);
+    let handle = {
+        let mut rx = conn.state.subscribe();
+        loop {
+            let state = rx.borrow_and_update().clone();
+            match state {
+                State::Connecting => {
+                    if rx.changed().await.is_err() {
+                        return not_started(body, Failure::NotSent);
+                    }
                 }
+                State::Handshaking(h) | State::Ready(h) => break h,
+                State::Draining => return not_started(body, Failure::NotSent),
+                State::Closed(failure) => return not_started(body, failure),
             }
-            State::Handshaking(s) | State::Ready(s) => break s,
-            State::Draining => return not_started(body, Failure::NotSent),
-            State::Closed(failure) => return not_started(body, failure),
         }
     };
-    let mut sender = match sender.ready().await {
-        Ok(s) => s,
-        Err(e) => return not_started(body, conn.classify(&e, false)),
+    let end_stream = body.is_end_stream();
+    let mut block = Vec::with_capacity(128);
+    let uri = &head.uri;
+    encode_request(
+        &mut block,
+        &head.method,
+        uri.scheme_str().unwrap_or("http"),
+        uri.authority().map_or("", |a| a.as_str()),
+        uri.path_and_query().map_or("/", |p| p.as_str()),
+        &head.headers,
+    );
+    let stream = Stream::new(handle.credit.clone(), end_stream);
+    let open = Open {
+        block,
+        end_stream,
+        head_request: head.method == Method::HEAD,
+        stream: stream.clone(),
     };
-    let end_of_stream = body.is_end_stream();
-    let (response, stream) = match sender.send_request(Request::from_parts(head, ()), end_of_stream)
-    {
-        Ok(pair) => pair,
-        Err(e) => return not_started(body, conn.classify(&e, false)),
+    if !handle.send(Command::Open(open)) {
+        return not_started(body, Failure::NotSent);
+    }
+    let cancel = Cancel {
+        stream: stream.clone(),
+        handle: handle.clone(),
+        armed: true,
     };
-    let body_failed = Arc::new(AtomicBool::new(false));
-    let pump =
-        (!end_of_stream).then(|| PumpGuard(tokio::spawn(pump(body, stream, body_failed.clone()))));
-    match response.await {
-        Ok(resp) => Ok(resp.map(|recv| {
-            ProxyBody::new(H2Body {
-                recv,
-                slot: Some(slot),
-                pump,
-                data_done: false,
-            })
-        })),
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut pump = None;
+    let mut unsent_body = None;
+    if end_stream {
+        unsent_body = Some(body);
+    } else {
+        if let Err(e) = stream.opened().await {
+            return not_started(body, e.failure);
+        }
+        pump = Some(PumpGuard(tokio::spawn(stream::pump(
+            body,
+            stream.clone(),
+            handle.clone(),
+            failed.clone(),
+        ))));
+    }
+    match stream.head().await {
+        Ok((response, empty)) => {
+            let (stream, handle) = cancel.disarm();
+            Ok(stream::response_body(
+                response, empty, stream, handle, slot, pump,
+            ))
+        }
         Err(e) => {
-            let failure = if body_failed.load(Ordering::Acquire) {
+            if let (false, Some(body)) = (e.opened, unsent_body) {
+                return not_started(body, e.failure);
+            }
+            let failure = if failed.load(Ordering::Acquire) {
                 // We reset the stream because the client's body failed.
                 Failure::RequestBody
             } else {
-                conn.classify(&e, true)
+                e.failure
             };
             Err(SendError::Failed(AttemptError::new(
                 failure,
                 Some(conn.addr),
-                e,
+                format!("HTTP/2 stream: {}", failure.label()),
             )))
         }
-    }
-}
-
-/// The stream went away (reset, or the response completed first).
-struct StreamGone;
-
-/// Aborts the upload when the attempt is over.
-struct PumpGuard(tokio::task::JoinHandle<Result<(), StreamGone>>);
-
-impl Drop for PumpGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Copies the request body into the stream, honouring the peer's flow control.
-async fn pump(
-    mut body: AttemptBody,
-    mut stream: SendStream<Bytes>,
-    body_failed: Arc<AtomicBool>,
-) -> Result<(), StreamGone> {
-    loop {
-        let Some(frame) = body.frame().await else {
-            return stream.send_data(Bytes::new(), true).map_err(|_| StreamGone);
-        };
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(_) => {
-                body_failed.store(true, Ordering::Release);
-                stream.send_reset(Reason::CANCEL);
-                return Ok(());
-            }
-        };
-        match frame.into_data() {
-            Ok(mut data) => {
-                while data.has_remaining() {
-                    stream.reserve_capacity(data.len());
-                    let granted = match poll_fn(|cx| stream.poll_capacity(cx)).await {
-                        Some(Ok(n)) if n > 0 => n,
-                        Some(Ok(_)) => continue,
-                        _ => return Err(StreamGone),
-                    };
-                    let chunk = data.split_to(granted.min(data.len()));
-                    stream.send_data(chunk, false).map_err(|_| StreamGone)?;
-                }
-            }
-            Err(frame) => {
-                if let Ok(trailers) = frame.into_trailers() {
-                    return stream.send_trailers(trailers).map_err(|_| StreamGone);
-                }
-            }
-        }
-    }
-}
-
-/// A response body from an HTTP/2 backend. Returns flow-control credit as data is read, and
-/// frees the stream slot when it ends (proving the connection) or is dropped.
-struct H2Body {
-    recv: RecvStream,
-    slot: Option<Slot>,
-    pump: Option<PumpGuard>,
-    data_done: bool,
-}
-
-impl H2Body {
-    fn finish(&mut self) {
-        if let Some(mut slot) = self.slot.take() {
-            slot.completed = true;
-        }
-        self.pump = None;
-    }
-}
-
-impl Body for H2Body {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if !this.data_done {
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = this.recv.flow_control().release_capacity(data.len());
-                    if this.recv.is_end_stream() {
-                        // END_STREAM with the last data: the exchange is complete now.
-                        this.data_done = true;
-                        this.finish();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-                None => this.data_done = true,
-            }
-        }
-        let trailers: Result<Option<HeaderMap>, h2::Error> = ready!(this.recv.poll_trailers(cx));
-        this.finish();
-        match trailers {
-            Ok(Some(t)) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
-            Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e.into()))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
     }
 }
