@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs the tools the chart and metrics tests use, pinned: Helm built from its Go module,
-# and Prometheus (server and promtool) from Debian. Idempotent; Helm is cached.
+# Installs the tools the chart, metrics and HTTP/2 conformance tests use, pinned: Helm built
+# from its Go module, Prometheus (server and promtool) from Debian, and httpwg (an HTTP/2
+# conformance suite) from the Rust package registry. Idempotent; Helm and httpwg are cached.
 set -euo pipefail
 HELM_VERSION=v3.22.0
+HTTPWG_VERSION=0.2.5
 CACHE="${WEIR_CACHE:-$HOME/.cache/weir}"
 mkdir -p "$CACHE/bin"
 log() { echo "install-tools.sh: $*"; }
@@ -27,4 +29,15 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   # The package starts a system service; the tests start their own server.
   systemctl stop prometheus 2>/dev/null || service prometheus stop 2>/dev/null || pkill -x prometheus || true
 fi
+httpwg_root="$CACHE/httpwg-$HTTPWG_VERSION"
+if [ ! -x "$httpwg_root/bin/httpwg" ]; then
+  log "building httpwg-cli $HTTPWG_VERSION with cargo"
+  start=$(date +%s)
+  CARGO_TARGET_DIR="$CACHE/httpwg-build" cargo install httpwg-cli --version "$HTTPWG_VERSION" \
+    --locked --root "$httpwg_root"
+  rm -rf "$CACHE/httpwg-build"
+  log "httpwg built in $(( $(date +%s) - start ))s"
+fi
+ln -sf "$httpwg_root/bin/httpwg" "$CACHE/bin/httpwg"
+
 log "helm: $("$CACHE/bin/helm" version --short); prometheus: $(prometheus --version 2>&1 | sed -n 1p)"

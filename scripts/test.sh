@@ -21,6 +21,7 @@ command -v cc >/dev/null || need_pkgs+=(gcc libc6-dev)
 command -v kill >/dev/null || need_pkgs+=(procps)
 command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v nghttpd >/dev/null || need_pkgs+=(nghttp2-server)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
   apt-get update -qq

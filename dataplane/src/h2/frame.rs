@@ -34,6 +34,7 @@ pub(crate) mod flag {
 }
 
 pub(crate) mod setting {
+    pub(crate) const HEADER_TABLE_SIZE: u16 = 0x1;
     pub(crate) const ENABLE_PUSH: u16 = 0x2;
     pub(crate) const MAX_CONCURRENT_STREAMS: u16 = 0x3;
     pub(crate) const INITIAL_WINDOW_SIZE: u16 = 0x4;
@@ -46,7 +47,9 @@ pub(crate) mod setting {
 pub(crate) struct Reason(pub(crate) u32);
 
 impl Reason {
+    pub(crate) const NO_ERROR: Reason = Reason(0x0);
     pub(crate) const PROTOCOL_ERROR: Reason = Reason(0x1);
+    pub(crate) const INTERNAL_ERROR: Reason = Reason(0x2);
     pub(crate) const FLOW_CONTROL_ERROR: Reason = Reason(0x3);
     pub(crate) const STREAM_CLOSED: Reason = Reason(0x5);
     pub(crate) const FRAME_SIZE_ERROR: Reason = Reason(0x6);
@@ -102,6 +105,19 @@ pub(crate) fn unpad(head: Head, payload: &[u8]) -> Option<std::ops::Range<usize>
     let pad = usize::from(*payload.first()?);
     let end = payload.len().checked_sub(pad)?;
     (end >= 1).then_some(1..end)
+}
+
+/// Payloads below this are copied out of the read buffer rather than sliced, so a peer's
+/// tiny DATA frames cannot each keep a whole read buffer alive while they wait to be read.
+const COPY_BELOW: usize = 1024;
+
+/// The bytes of `payload` in `range`, owned when small.
+pub(crate) fn own_small(payload: &bytes::Bytes, range: std::ops::Range<usize>) -> bytes::Bytes {
+    if range.len() < COPY_BELOW {
+        bytes::Bytes::copy_from_slice(&payload[range])
+    } else {
+        payload.slice(range)
+    }
 }
 
 pub(crate) fn write_settings(out: &mut Vec<u8>, settings: &[(u16, u32)]) {

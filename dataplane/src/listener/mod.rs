@@ -1,8 +1,9 @@
 //! Client-facing listeners: cleartext (HTTP/1.1 and HTTP/2 prior knowledge told apart by the
 //! connection preface) and TLS (ALPN `h2` / `http/1.1`, certificate by SNI), with graceful drain.
-//! HTTP/1.1 connections are served by weir's own server ([`h1`]); HTTP/2 ones by hyper's.
+//! HTTP/1.1 and HTTP/2 connections are served by weir's own servers ([`h1`], [`h2`]).
 
 mod h1;
+mod h2;
 mod sniff;
 
 use std::future::Future;
@@ -12,10 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use hyper::body::Incoming;
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -24,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::proxy::{body, ClientConn};
+use crate::proxy::ClientConn;
 use crate::state::Dataplane;
 use sniff::{Prefixed, Protocol};
 
@@ -37,16 +34,6 @@ const FIRST_READ: usize = 16 * 1024;
 pub struct Listeners {
     pub http: Option<TcpListener>,
     pub https: Option<TcpListener>,
-}
-
-type H2Builder = http2::Builder<TokioExecutor>;
-
-fn h2_builder() -> H2Builder {
-    let mut b = http2::Builder::new(TokioExecutor::new());
-    b.timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    b
 }
 
 /// Serves client traffic until `shutdown` resolves, then stops accepting, tells every
@@ -72,7 +59,6 @@ pub async fn serve(
         dataplane: dataplane.clone(),
         connections: connections.clone(),
         drain: drain.clone(),
-        h2: Arc::new(h2_builder()),
         stop: stop_rx,
     };
     let (done_tx, done_rx) = watch::channel(false);
@@ -137,7 +123,6 @@ struct Accept {
     connections: TaskTracker,
     /// Tells connections to finish: GOAWAY for HTTP/2, close after the response for HTTP/1.1.
     drain: CancellationToken,
-    h2: Arc<H2Builder>,
     stop: watch::Receiver<bool>,
 }
 
@@ -265,32 +250,10 @@ where
             )
             .await
         }
-        Protocol::Http2 => serve_h2(Prefixed::new(first.freeze(), io), client, ctx).await,
-    }
-}
-
-async fn serve_h2<I>(io: I, client: ClientConn, ctx: Accept)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let addr = client.addr;
-    let dataplane = ctx.dataplane.clone();
-    let service = service_fn(move |req: http::Request<Incoming>| {
-        let dataplane = dataplane.clone();
-        let client = client.clone();
-        async move { dataplane.handle(req.map(body::incoming), &client).await }
-    });
-    let conn = ctx.h2.serve_connection(TokioIo::new(io), service);
-    let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = ctx.drain.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+        Protocol::Http2 => {
+            let io = Prefixed::new(first.freeze(), io);
+            h2::serve(io, client, ctx.dataplane, ctx.drain).await
         }
-    };
-    if let Err(error) = result {
-        tracing::debug!(client = %addr, %error, "client connection ended with an error");
     }
 }
 

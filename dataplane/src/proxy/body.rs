@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 
 use super::access_log::{rfc3339, AccessLog};
 use super::retry::AttemptRecord;
@@ -33,10 +32,6 @@ pub fn empty() -> ProxyBody {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
         .boxed()
-}
-
-pub fn incoming(body: Incoming) -> ProxyBody {
-    body.map_err(BoxError::from).boxed()
 }
 
 /// The access-log fields of one request (only gathered when the log is on).

@@ -82,22 +82,10 @@ impl ClientAuthority {
     }
 }
 
-/// The error a service returns to have hyper reset the client's HTTP/2 stream with
-/// REFUSED_STREAM (hyper takes the reason from an `h2::Error` in the error's source chain).
+/// The answer to an HTTP/2 client when the backend provably did not process its request:
+/// the client's stream is reset with REFUSED_STREAM, so the client may retry it.
 #[derive(Debug)]
-pub(crate) struct Refused(h2::Error);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("request refused: the backend did not process it")
-    }
-}
-
-impl std::error::Error for Refused {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
+pub(crate) struct Refused;
 
 /// How a request ended, before its response body.
 enum Answer {
@@ -139,7 +127,7 @@ impl Dataplane {
             })
         });
         // Boxed: the dispatch state (retry loop, attempt, pool lease, protocol send) is a few
-        // KiB; kept inline it would be copied each time hyper moves the stream's future (into
+        // KiB; kept inline it would be copied each time a server moves the request's future (into
         // its task, among others). One allocation and one copy instead.
         let d = Box::pin(self.dispatch(&snapshot, req, client, start)).await;
         let mut completion = Completion {
@@ -160,7 +148,7 @@ impl Dataplane {
             }
             Answer::Refuse => {
                 drop(completion);
-                Err(Refused(h2::Error::from(h2::Reason::REFUSED_STREAM)))
+                Err(Refused)
             }
         }
     }

@@ -104,6 +104,11 @@ fn integer(block: &[u8], at: &mut usize, prefix: u8) -> Result<usize, DecodeErro
     loop {
         let b = *block.get(*at).ok_or(DecodeError::Truncated)?;
         *at += 1;
+        // Past 28 bits of continuation the value is over MAX_INTEGER (or is padded with
+        // zero groups, which no encoder needs): refuse before the shift could overflow.
+        if shift > 28 {
+            return Err(DecodeError::Overflow);
+        }
         value += usize::from(b & 0x7f) << shift;
         if value > MAX_INTEGER {
             return Err(DecodeError::Overflow);

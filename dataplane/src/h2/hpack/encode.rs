@@ -33,6 +33,21 @@ pub(crate) fn encode_request(
     fields(out, headers);
 }
 
+/// Writes a response's header block: `:status`, then `headers`.
+pub(crate) fn encode_response(out: &mut Vec<u8>, status: http::StatusCode, headers: &HeaderMap) {
+    match status.as_u16() {
+        200 => indexed(out, 8),
+        204 => indexed(out, 9),
+        206 => indexed(out, 10),
+        304 => indexed(out, 11),
+        400 => indexed(out, 12),
+        404 => indexed(out, 13),
+        500 => indexed(out, 14),
+        _ => literal_indexed_name(out, 8, status.as_str().as_bytes(), false),
+    }
+    fields(out, headers);
+}
+
 /// Writes a trailer block.
 pub(crate) fn encode_trailers(out: &mut Vec<u8>, headers: &HeaderMap) {
     fields(out, headers);
@@ -208,6 +223,28 @@ mod tests {
             .position(|w| w == [0x1f, 0x08])
             .expect("never-indexed authorization");
         assert_eq!(out[auth + 2] as usize, "Bearer s3cret".len());
+    }
+
+    #[test]
+    fn responses_round_trip_through_the_decoder() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-length", HeaderValue::from_static("13"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        for (status, first) in [(200, vec![0x88]), (418, vec![0x08, 3, b'4', b'1', b'8'])] {
+            let mut out = Vec::new();
+            encode_response(
+                &mut out,
+                http::StatusCode::from_u16(status).expect("status"),
+                &headers,
+            );
+            assert_eq!(out[..first.len()], first[..]);
+            let mut fields = Vec::new();
+            Decoder::new(4096)
+                .decode(&Bytes::from(out), |f| fields.push(f))
+                .expect("decodes");
+            assert_eq!(fields.len(), 2, "transfer-encoding is left out");
+            assert_eq!(fields[0].name, Name::Pseudo(Pseudo::Status));
+        }
     }
 
     #[test]

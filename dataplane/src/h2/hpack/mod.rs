@@ -15,7 +15,44 @@ mod table;
 use http::header::{HeaderName, HeaderValue};
 
 pub(crate) use decode::Decoder;
-pub(crate) use encode::{encode_request, encode_trailers};
+pub(crate) use encode::{encode_request, encode_response, encode_trailers};
+
+/// A dynamic table size update to 0 (RFC 7541 §6.3): what weir's encoder puts at the start
+/// of its next header block once the peer lowers SETTINGS_HEADER_TABLE_SIZE below the
+/// default, since the peer's decoder may insist on hearing that the table shrank.
+pub(crate) const EMPTY_TABLE: u8 = 0x20;
+
+/// The table size both sides start with (RFC 7541 §4.2, RFC 9113 §6.5.2).
+pub(crate) const DEFAULT_TABLE_SIZE: u32 = 4096;
+
+/// Whether weir's encoder owes the peer a table size update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TableUpdate {
+    NotNeeded,
+    Due,
+    Sent,
+}
+
+impl TableUpdate {
+    /// The peer's SETTINGS_HEADER_TABLE_SIZE arrived.
+    pub(crate) fn on_setting(&mut self, size: u32) {
+        if *self == TableUpdate::NotNeeded && size < DEFAULT_TABLE_SIZE {
+            *self = TableUpdate::Due;
+        }
+    }
+
+    /// Prefixes `block` with the update if it is owed (once).
+    pub(crate) fn apply<'a>(&mut self, block: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        if *self != TableUpdate::Due {
+            return std::borrow::Cow::Borrowed(block);
+        }
+        *self = TableUpdate::Sent;
+        let mut out = Vec::with_capacity(block.len() + 1);
+        out.push(EMPTY_TABLE);
+        out.extend_from_slice(block);
+        std::borrow::Cow::Owned(out)
+    }
+}
 
 /// A pseudo-header name (RFC 9113 §8.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use super::head::{Block, Collect, MAX_HEADER_LIST};
 use super::stream::{Stream, StreamError};
 use super::H2Conn;
 use crate::h2::frame::{self, flag, kind, setting, Head, Reason};
-use crate::h2::hpack::Decoder;
+use crate::h2::hpack::{Decoder, TableUpdate};
 use crate::upstream::error::Failure;
 
 /// The receive window weir announces for each stream (SETTINGS_INITIAL_WINDOW_SIZE).
@@ -148,6 +148,7 @@ pub(super) struct Driver<IO> {
     goaway: Option<u32>,
     pings: VecDeque<(u64, oneshot::Sender<()>)>,
     ping_seq: u64,
+    table_update: TableUpdate,
 }
 
 /// Writes the preface and weir's SETTINGS and returns the task and its handle.
@@ -191,6 +192,7 @@ pub(super) fn start<IO>(io: IO, conn: Arc<H2Conn>) -> (Driver<IO>, Handle) {
         goaway: None,
         pings: VecDeque::new(),
         ping_seq: 0,
+        table_update: TableUpdate::NotNeeded,
     };
     (driver, Handle { tx, credit })
 }
@@ -216,10 +218,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
                 Err(Ended::Conn(e)) => {
                     tracing::debug!(addr = %this.conn.addr, why = e.why, "HTTP/2 backend broke the protocol");
                     this.fail_all(Failure::Malformed);
-                    let last = this.next_id.saturating_sub(2);
-                    frame::write_goaway(&mut this.wbuf, last, e.reason);
+                    // A client accepts no streams from the server: last-stream-id 0.
+                    frame::write_goaway(&mut this.wbuf, 0, e.reason);
                     // One attempt to tell the peer why; the connection closes either way.
                     let _ = Pin::new(&mut this.io).poll_write(cx, &this.wbuf[this.wpos..]);
+                    let _ = Pin::new(&mut this.io).poll_flush(cx);
                     return Poll::Ready("protocol-error");
                 }
                 Err(Ended::Closed(exit)) => {
@@ -300,6 +303,7 @@ impl<IO> Driver<IO> {
             && self.streams.is_empty()
             && self.waiting.is_empty()
             && self.wpos >= self.wbuf.len()
+            && !self.needs_flush
     }
 }
 
@@ -455,10 +459,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     fn open(&mut self, open: Open) {
         let id = self.next_id;
         self.next_id += 2;
+        let block = self.table_update.apply(&open.block);
         frame::write_headers(
             &mut self.wbuf,
             id,
-            &open.block,
+            &block,
             open.end_stream,
             self.peer_max_frame,
         );
@@ -512,7 +517,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             };
             match out {
                 Out::Trailers(block) => {
-                    frame::write_headers(&mut self.wbuf, id, block, true, self.peer_max_frame);
+                    let block = self.table_update.apply(block);
+                    frame::write_headers(&mut self.wbuf, id, &block, true, self.peer_max_frame);
                     e.out.clear();
                     e.sent_end = true;
                 }
@@ -567,6 +573,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     /// when the stream failed or the request gave up; a complete response is still read).
     fn retire(&mut self, e: Entry, error: Option<StreamError>) {
         let mut s = e.stream.lock();
+        // A response that arrived whole is still read to its end; only the upload stops.
+        let error = if s.recv_end { None } else { error };
         let unread: usize = if error.is_some() || s.cancelled {
             s.data.drain(..).map(|d| d.len()).sum()
         } else {
@@ -679,7 +687,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             self.credit_conn(flow as u32);
             return Ok(());
         };
-        let data = payload.slice(range);
+        let data = crate::h2::frame::own_small(&payload, range);
         let padding = flow as usize - data.len();
         let end = head.has(flag::END_STREAM);
         e.recv_window -= flow;
@@ -978,7 +986,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                     }
                     self.peer_max_frame = value as usize;
                 }
-                // HEADER_TABLE_SIZE: weir's encoder uses no dynamic table. MAX_HEADER_LIST_SIZE
+                setting::HEADER_TABLE_SIZE => self.table_update.on_setting(value),
+                // MAX_HEADER_LIST_SIZE
                 // is advisory. Unknown settings are ignored.
                 _ => {}
             }

@@ -10,6 +10,8 @@
 mod driver;
 mod head;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -299,10 +301,10 @@ pub(crate) fn establish(
             return;
         }
         // Handshaking before the task runs, so the peer's SETTINGS always find it there.
-        let on_exit = conn.clone();
+        let on_exit = CloseOnExit(conn.clone());
         let driver = tokio::spawn(async move {
             let reason = task.await;
-            on_exit.close(reason);
+            on_exit.0.close(reason);
         });
         *conn.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(driver.abort_handle());
         if conn.phase() == Phase::Closed {
@@ -335,6 +337,17 @@ pub(crate) fn establish(
             }
         }
     });
+}
+
+/// Closes the connection however its task ends: with the task's own reason when it returns,
+/// and also if it panics or is aborted (closing twice is harmless), so the pool never keeps a
+/// connection whose task is gone.
+struct CloseOnExit(Arc<H2Conn>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close("task-ended");
+    }
 }
 
 /// A reserved stream slot; released when dropped.

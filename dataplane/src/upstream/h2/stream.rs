@@ -188,11 +188,20 @@ impl Drop for Cancel {
 }
 
 fn cancel(stream: &Arc<Stream>, handle: &Handle) {
-    let complete = {
+    let (complete, unread) = {
         let mut s = stream.lock();
         s.cancelled = true;
-        (s.recv_end && s.sent_end) || s.error.is_some()
+        // Data that arrived and will never be read still holds connection window.
+        let unread: usize = s.data.drain(..).map(|d| d.len()).sum();
+        ((s.recv_end && s.sent_end) || s.error.is_some(), unread)
     };
+    if unread > 0 {
+        let n = unread as u32;
+        let before = stream.credit.fetch_add(n, Ordering::AcqRel);
+        if before < CONN_WINDOW / 4 && before + n >= CONN_WINDOW / 4 {
+            handle.send(Command::Credit);
+        }
+    }
     if !complete {
         handle.send(Command::Reset(stream.clone(), Reason::CANCEL));
     }

@@ -1,0 +1,630 @@
+//! Frames from the client: parsing them out of the read buffer and what each does to the
+//! connection and its streams (RFC 9113 §5, §6).
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::future::{AbortHandle, Abortable};
+use http::Request;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::body::{self, Inbound, RequestBody};
+use super::request::{Block, Collect};
+use super::{
+    conn_error, Conn, ConnError, Keepalive, Partial, Sending, Stream, MAX_BLOCK, MAX_EARLY_RESETS,
+    MAX_FRAME, MAX_STREAMS, MAX_USELESS_FRAMES, STREAM_WINDOW,
+};
+use crate::h2::frame::{self, flag, kind, setting, Head, Reason};
+use crate::proxy::body::{self as proxy_body, ProxyBody};
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
+    /// Handles the preface and every whole frame in the read buffer.
+    pub(super) fn frames(&mut self) -> Result<(), ConnError> {
+        if !self.preface_done {
+            let n = self.rbuf.len().min(frame::PREFACE.len());
+            if self.rbuf[..n] != frame::PREFACE[..n] {
+                return Err(conn_error(
+                    Reason::PROTOCOL_ERROR,
+                    "not an HTTP/2 connection preface",
+                ));
+            }
+            if n < frame::PREFACE.len() {
+                return Ok(());
+            }
+            self.rbuf.advance(n);
+            self.preface_done = true;
+        }
+        while self.rbuf.len() >= frame::HEADER_LEN {
+            let head = Head::parse(&self.rbuf);
+            if head.len > MAX_FRAME {
+                return Err(conn_error(
+                    Reason::FRAME_SIZE_ERROR,
+                    "frame over SETTINGS_MAX_FRAME_SIZE",
+                ));
+            }
+            if self.rbuf.len() < frame::HEADER_LEN + head.len {
+                self.rbuf
+                    .reserve(frame::HEADER_LEN + head.len - self.rbuf.len());
+                break;
+            }
+            self.rbuf.advance(frame::HEADER_LEN);
+            let payload = self.rbuf.split_to(head.len).freeze();
+            self.frame(head, payload)?;
+        }
+        Ok(())
+    }
+
+    fn frame(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
+        if !self.settings_seen && head.kind != kind::SETTINGS {
+            return Err(conn_error(
+                Reason::PROTOCOL_ERROR,
+                "first frame is not SETTINGS",
+            ));
+        }
+        if let Some(partial) = &self.partial {
+            if head.kind != kind::CONTINUATION || head.stream != partial.stream {
+                return Err(conn_error(
+                    Reason::PROTOCOL_ERROR,
+                    "header block interrupted",
+                ));
+            }
+        }
+        match head.kind {
+            kind::DATA => self.on_data(head, payload),
+            kind::HEADERS => self.on_headers(head, payload),
+            kind::CONTINUATION => self.on_continuation(head, payload),
+            kind::PRIORITY => self.on_priority(head, &payload),
+            kind::RST_STREAM => self.on_rst_stream(head, &payload),
+            kind::SETTINGS => self.on_settings(head, &payload),
+            kind::PUSH_PROMISE => Err(conn_error(
+                Reason::PROTOCOL_ERROR,
+                "PUSH_PROMISE from a client",
+            )),
+            kind::PING => self.on_ping(head, &payload),
+            kind::GOAWAY => self.on_goaway(head, &payload),
+            kind::WINDOW_UPDATE => self.on_window_update(head, &payload),
+            // Unknown frame types are ignored (RFC 9113 §4.1).
+            _ => self.useless(),
+        }
+    }
+
+    /// Counts a frame that did nothing; too many of them close the connection.
+    fn useless(&mut self) -> Result<(), ConnError> {
+        self.useless += 1;
+        if self.useless > MAX_USELESS_FRAMES {
+            return Err(conn_error(
+                Reason::ENHANCE_YOUR_CALM,
+                "too many frames that do nothing",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A stream id the client has not opened yet.
+    fn idle(&self, id: u32) -> bool {
+        id > self.last_id
+    }
+
+    fn on_data(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
+        let id = head.stream;
+        if id == 0 {
+            return Err(conn_error(Reason::PROTOCOL_ERROR, "DATA on stream 0"));
+        }
+        if self.idle(id) {
+            return Err(conn_error(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
+        }
+        let flow = payload.len() as i64;
+        self.conn_recv_window -= flow;
+        if self.conn_recv_window < 0 {
+            return Err(conn_error(
+                Reason::FLOW_CONTROL_ERROR,
+                "DATA over the connection window",
+            ));
+        }
+        let Some(range) = frame::unpad(head, &payload) else {
+            return Err(conn_error(
+                Reason::PROTOCOL_ERROR,
+                "padding longer than the frame",
+            ));
+        };
+        let end = head.has(flag::END_STREAM);
+        let Some(s) = self.streams.get_mut(&id) else {
+            // Closed: its bytes still count for the connection, and come back at once. A
+            // stream weir reset may still have frames in flight: those are ignored.
+            self.credit_conn(flow as u32);
+            if self.closed_how(id) != Some(true) {
+                frame::write_rst_stream(&mut self.wbuf, id, Reason::STREAM_CLOSED);
+            }
+            return self.useless();
+        };
+        if s.recv_end {
+            self.credit_conn(flow as u32);
+            self.reset(id, Reason::STREAM_CLOSED, "DATA after END_STREAM");
+            return Ok(());
+        }
+        let data = crate::h2::frame::own_small(&payload, range);
+        s.recv_window -= flow;
+        s.received += data.len() as u64;
+        if s.recv_window < 0 {
+            self.credit_conn(flow as u32);
+            self.reset(
+                id,
+                Reason::FLOW_CONTROL_ERROR,
+                "DATA over the stream window",
+            );
+            return Ok(());
+        }
+        let length_ok = match s.expected {
+            Some(n) => s.received <= n && (!end || s.received == n),
+            None => true,
+        };
+        if !length_ok {
+            self.credit_conn(flow as u32);
+            self.reset(
+                id,
+                Reason::PROTOCOL_ERROR,
+                "body length differs from content-length",
+            );
+            return Ok(());
+        }
+        let padding = flow as usize - data.len();
+        let mut discarded = padding;
+        if let Some(inbound) = &s.inbound {
+            let mut b = body::lock(inbound);
+            if b.dropped {
+                discarded += data.len();
+            } else if !data.is_empty() {
+                b.data.push_back(data);
+            }
+            if !end && padding > 0 {
+                b.unreleased += padding as u32;
+            }
+            if end {
+                b.end = true;
+            }
+            b.wake();
+        } else {
+            discarded += data.len();
+        }
+        if end {
+            s.recv_end = true;
+            s.inbound = None;
+        }
+        if discarded > 0 {
+            self.credit_conn(discarded as u32);
+        }
+        if flow == 0 && !end {
+            self.useless()?;
+        }
+        if end {
+            self.maybe_remove(id);
+        }
+        Ok(())
+    }
+
+    fn on_headers(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
+        let id = head.stream;
+        if id == 0 {
+            return Err(conn_error(Reason::PROTOCOL_ERROR, "HEADERS on stream 0"));
+        }
+        let Some(range) = frame::unpad(head, &payload) else {
+            return Err(conn_error(
+                Reason::PROTOCOL_ERROR,
+                "padding longer than the frame",
+            ));
+        };
+        let mut fragment = payload.slice(range);
+        let mut priority_self = false;
+        if head.has(flag::PRIORITY) {
+            if fragment.len() < 5 {
+                return Err(conn_error(
+                    Reason::FRAME_SIZE_ERROR,
+                    "HEADERS too short for its priority",
+                ));
+            }
+            let dep = u32::from_be_bytes([fragment[0], fragment[1], fragment[2], fragment[3]])
+                & 0x7fff_ffff;
+            priority_self = dep == id;
+            fragment.advance(5);
+        }
+        let end_stream = head.has(flag::END_STREAM);
+        if head.has(flag::END_HEADERS) {
+            return self.on_block(id, end_stream, priority_self, fragment);
+        }
+        let mut block = BytesMut::with_capacity(fragment.len() * 2);
+        block.extend_from_slice(&fragment);
+        self.partial = Some(Partial {
+            stream: id,
+            end_stream,
+            priority_self,
+            block,
+        });
+        Ok(())
+    }
+
+    fn on_continuation(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
+        let Some(partial) = self.partial.as_mut() else {
+            return Err(conn_error(
+                Reason::PROTOCOL_ERROR,
+                "CONTINUATION without HEADERS",
+            ));
+        };
+        if partial.block.len() + payload.len() > MAX_BLOCK {
+            return Err(conn_error(
+                Reason::ENHANCE_YOUR_CALM,
+                "header block too large",
+            ));
+        }
+        partial.block.extend_from_slice(&payload);
+        if payload.is_empty() && !head.has(flag::END_HEADERS) {
+            self.useless()?;
+        }
+        if !head.has(flag::END_HEADERS) {
+            return Ok(());
+        }
+        let Some(p) = self.partial.take() else {
+            return Ok(());
+        };
+        self.on_block(p.stream, p.end_stream, p.priority_self, p.block.freeze())
+    }
+
+    /// A whole header block on stream `id`: a new request, or trailers.
+    fn on_block(
+        &mut self,
+        id: u32,
+        end_stream: bool,
+        priority_self: bool,
+        block: Bytes,
+    ) -> Result<(), ConnError> {
+        let existing = self.streams.contains_key(&id);
+        let opening = self.idle(id);
+        if !existing && !opening {
+            // A stream that is closed: decode to keep the table in step, then refuse.
+            self.decoder
+                .decode(&block, |_| {})
+                .map_err(|_| conn_error(Reason::COMPRESSION_ERROR, "undecodable header block"))?;
+            return Err(match self.closed_how(id) {
+                Some(_) => conn_error(Reason::STREAM_CLOSED, "HEADERS on a closed stream"),
+                None => conn_error(
+                    Reason::PROTOCOL_ERROR,
+                    "stream id lower than one already opened",
+                ),
+            });
+        }
+        if opening && id % 2 == 0 {
+            return Err(conn_error(
+                Reason::PROTOCOL_ERROR,
+                "client stream with an even id",
+            ));
+        }
+        let mut collect = Collect::new(existing);
+        self.decoder
+            .decode(&block, |f| collect.field(f))
+            .map_err(|_| conn_error(Reason::COMPRESSION_ERROR, "undecodable header block"))?;
+        if existing {
+            return self.on_trailers(id, end_stream, collect);
+        }
+        self.last_id = id;
+        if priority_self {
+            frame::write_rst_stream(&mut self.wbuf, id, Reason::PROTOCOL_ERROR);
+            return Ok(());
+        }
+        if self.goaway_sent.is_some() {
+            // Opened after our GOAWAY: not processed, and the client knows it may retry.
+            return Ok(());
+        }
+        if self.streams.len() >= MAX_STREAMS {
+            frame::write_rst_stream(&mut self.wbuf, id, Reason::REFUSED_STREAM);
+            return Ok(());
+        }
+        let (head, content_length) = match collect.finish() {
+            Ok(Block::Request {
+                head,
+                content_length,
+            }) => (head, content_length),
+            Ok(Block::Trailers(_)) | Err(_) => {
+                frame::write_rst_stream(&mut self.wbuf, id, Reason::PROTOCOL_ERROR);
+                return Ok(());
+            }
+        };
+        if end_stream && matches!(content_length, Some(n) if n > 0) {
+            frame::write_rst_stream(&mut self.wbuf, id, Reason::PROTOCOL_ERROR);
+            return Ok(());
+        }
+        let (inbound, body) = if end_stream {
+            (None, proxy_body::empty())
+        } else {
+            let slot = Arc::new(std::sync::Mutex::new(Inbound::default()));
+            let body = RequestBody {
+                id,
+                slot: slot.clone(),
+                shared: self.shared.clone(),
+                remaining: content_length,
+                done: false,
+            };
+            (Some(slot), ProxyBody::new(body))
+        };
+        let (abort, registration) = AbortHandle::new_pair();
+        let dataplane = self.dataplane.clone();
+        let client = self.client.clone();
+        let req = Request::from_parts(head, body);
+        let handler: super::Handler = Abortable::new(
+            Box::pin(async move { (id, dataplane.handle(req, &client).await) }),
+            registration,
+        );
+        self.handlers.push(handler);
+        self.streams.insert(
+            id,
+            Stream {
+                inbound,
+                recv_window: i64::from(STREAM_WINDOW),
+                recv_end: end_stream,
+                expected: content_length,
+                received: 0,
+                send_window: self.peer_initial_window,
+                sending: Sending::Handling(abort),
+            },
+        );
+        Ok(())
+    }
+
+    fn on_trailers(
+        &mut self,
+        id: u32,
+        end_stream: bool,
+        collect: Collect,
+    ) -> Result<(), ConnError> {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Ok(());
+        };
+        if s.recv_end {
+            self.reset(id, Reason::STREAM_CLOSED, "HEADERS after END_STREAM");
+            return Ok(());
+        }
+        let trailers = match collect.finish() {
+            Ok(Block::Trailers(t)) if end_stream => t,
+            _ => {
+                self.reset(id, Reason::PROTOCOL_ERROR, "malformed trailers");
+                return Ok(());
+            }
+        };
+        if matches!(s.expected, Some(n) if n != s.received) {
+            self.reset(
+                id,
+                Reason::PROTOCOL_ERROR,
+                "body length differs from content-length",
+            );
+            return Ok(());
+        }
+        if let Some(inbound) = s.inbound.take() {
+            let mut b = body::lock(&inbound);
+            b.trailers = Some(trailers);
+            b.end = true;
+            b.wake();
+        }
+        s.recv_end = true;
+        self.maybe_remove(id);
+        Ok(())
+    }
+
+    fn on_priority(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+        if head.stream == 0 {
+            return Err(conn_error(Reason::PROTOCOL_ERROR, "PRIORITY on stream 0"));
+        }
+        if payload.len() != 5 {
+            if self.streams.contains_key(&head.stream) {
+                self.reset(
+                    head.stream,
+                    Reason::FRAME_SIZE_ERROR,
+                    "PRIORITY of the wrong size",
+                );
+            } else {
+                frame::write_rst_stream(&mut self.wbuf, head.stream, Reason::FRAME_SIZE_ERROR);
+            }
+            return Ok(());
+        }
+        let dep =
+            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
+        if dep == head.stream {
+            if self.streams.contains_key(&head.stream) {
+                self.reset(
+                    head.stream,
+                    Reason::PROTOCOL_ERROR,
+                    "stream depends on itself",
+                );
+            } else {
+                frame::write_rst_stream(&mut self.wbuf, head.stream, Reason::PROTOCOL_ERROR);
+            }
+            return Ok(());
+        }
+        // Priorities are advisory (RFC 9113 §5.3.2): weir does not reorder responses.
+        self.useless()
+    }
+
+    fn on_rst_stream(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+        if payload.len() != 4 {
+            return Err(conn_error(
+                Reason::FRAME_SIZE_ERROR,
+                "RST_STREAM of the wrong size",
+            ));
+        }
+        if head.stream == 0 || self.idle(head.stream) {
+            return Err(conn_error(
+                Reason::PROTOCOL_ERROR,
+                "RST_STREAM on stream 0 or an idle stream",
+            ));
+        }
+        let Some(s) = self.streams.remove(&head.stream) else {
+            return self.useless();
+        };
+        self.remember_closed(head.stream, false);
+        if !matches!(s.sending, Sending::Done) {
+            self.early_resets += 1;
+            if self.early_resets > MAX_EARLY_RESETS && self.early_resets > self.completed {
+                return Err(conn_error(
+                    Reason::ENHANCE_YOUR_CALM,
+                    "too many streams reset early",
+                ));
+            }
+        }
+        self.abandon(s, "stream reset by the client");
+        Ok(())
+    }
+
+    fn on_settings(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+        if head.stream != 0 {
+            return Err(conn_error(Reason::PROTOCOL_ERROR, "SETTINGS on a stream"));
+        }
+        if head.has(flag::ACK) {
+            if !payload.is_empty() {
+                return Err(conn_error(
+                    Reason::FRAME_SIZE_ERROR,
+                    "SETTINGS ACK with a payload",
+                ));
+            }
+            return Ok(());
+        }
+        if payload.len() % 6 != 0 {
+            return Err(conn_error(
+                Reason::FRAME_SIZE_ERROR,
+                "SETTINGS of the wrong size",
+            ));
+        }
+        for s in payload.chunks_exact(6) {
+            let id = u16::from_be_bytes([s[0], s[1]]);
+            let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
+            match id {
+                setting::ENABLE_PUSH if value > 1 => {
+                    return Err(conn_error(
+                        Reason::PROTOCOL_ERROR,
+                        "SETTINGS_ENABLE_PUSH over 1",
+                    ));
+                }
+                setting::INITIAL_WINDOW_SIZE => {
+                    let value = i64::from(value);
+                    if value > frame::MAX_WINDOW {
+                        return Err(conn_error(
+                            Reason::FLOW_CONTROL_ERROR,
+                            "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1",
+                        ));
+                    }
+                    let delta = value - self.peer_initial_window;
+                    self.peer_initial_window = value;
+                    for (id, st) in self.streams.iter_mut() {
+                        st.send_window += delta;
+                        if st.send_window > frame::MAX_WINDOW {
+                            return Err(conn_error(
+                                Reason::FLOW_CONTROL_ERROR,
+                                "a stream window over 2^31-1",
+                            ));
+                        }
+                        if delta > 0 && matches!(st.sending, Sending::Body { .. }) {
+                            self.ready.push(*id);
+                        }
+                    }
+                }
+                setting::MAX_FRAME_SIZE => {
+                    if !(frame::DEFAULT_MAX_FRAME as u32..=frame::MAX_FRAME_LIMIT).contains(&value)
+                    {
+                        return Err(conn_error(
+                            Reason::PROTOCOL_ERROR,
+                            "SETTINGS_MAX_FRAME_SIZE out of range",
+                        ));
+                    }
+                    self.peer_max_frame = value as usize;
+                }
+                setting::HEADER_TABLE_SIZE => self.table_update.on_setting(value),
+                // The others do not concern a server that never pushes.
+                _ => {}
+            }
+        }
+        frame::write_settings_ack(&mut self.wbuf);
+        self.settings_seen = true;
+        Ok(())
+    }
+
+    fn on_ping(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+        if head.stream != 0 {
+            return Err(conn_error(Reason::PROTOCOL_ERROR, "PING on a stream"));
+        }
+        let Ok(data) = <[u8; 8]>::try_from(payload) else {
+            return Err(conn_error(
+                Reason::FRAME_SIZE_ERROR,
+                "PING of the wrong size",
+            ));
+        };
+        if head.has(flag::ACK) {
+            if matches!(self.keepalive, Keepalive::Pinged) {
+                self.keepalive = Keepalive::Idle { active: true };
+            }
+            return Ok(());
+        }
+        frame::write_ping(&mut self.wbuf, true, data);
+        Ok(())
+    }
+
+    fn on_goaway(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+        if head.stream != 0 {
+            return Err(conn_error(Reason::PROTOCOL_ERROR, "GOAWAY on a stream"));
+        }
+        if payload.len() < 8 {
+            return Err(conn_error(Reason::FRAME_SIZE_ERROR, "GOAWAY too short"));
+        }
+        // The client opens nothing more; what it opened is still answered.
+        self.peer_goaway = true;
+        Ok(())
+    }
+
+    fn on_window_update(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+        if payload.len() != 4 {
+            return Err(conn_error(
+                Reason::FRAME_SIZE_ERROR,
+                "WINDOW_UPDATE of the wrong size",
+            ));
+        }
+        let increment = i64::from(
+            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff,
+        );
+        if head.stream == 0 {
+            if increment == 0 {
+                return Err(conn_error(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE of 0"));
+            }
+            self.conn_send_window += increment;
+            if self.conn_send_window > frame::MAX_WINDOW {
+                return Err(conn_error(
+                    Reason::FLOW_CONTROL_ERROR,
+                    "connection window over 2^31-1",
+                ));
+            }
+            for (id, st) in &self.streams {
+                if matches!(st.sending, Sending::Body { .. }) {
+                    self.ready.push(*id);
+                }
+            }
+            return Ok(());
+        }
+        if self.idle(head.stream) {
+            return Err(conn_error(
+                Reason::PROTOCOL_ERROR,
+                "WINDOW_UPDATE on an idle stream",
+            ));
+        }
+        let id = head.stream;
+        let Some(st) = self.streams.get_mut(&id) else {
+            return self.useless();
+        };
+        if increment == 0 {
+            self.reset(id, Reason::PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
+            return Ok(());
+        }
+        st.send_window += increment;
+        if st.send_window > frame::MAX_WINDOW {
+            self.reset(id, Reason::FLOW_CONTROL_ERROR, "stream window over 2^31-1");
+            return Ok(());
+        }
+        if matches!(st.sending, Sending::Body { .. }) {
+            self.ready.push(id);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,480 @@
+//! weir's HTTP/2 server for client connections (RFC 9113).
+//!
+//! One task per connection owns the socket and every stream's protocol state. It runs the
+//! proxy's handler for each request stream itself (in a `FuturesUnordered`), and polls each
+//! response body with a waker that names the stream, so a body that has data is read and
+//! framed on the same task without a hand-off. Request bodies reach the handler through a
+//! small slot per stream (`body`); what handlers and bodies need to tell the task travels in
+//! `shared`.
+
+mod body;
+mod frames;
+mod request;
+mod respond;
+mod shared;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::{AbortHandle, Abortable};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::Response;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::h2::frame::{self, setting, Reason};
+use crate::h2::hpack::{Decoder, TableUpdate};
+use crate::proxy::body::ProxyBody;
+use crate::proxy::{ClientConn, Refused};
+use crate::state::Dataplane;
+use shared::Shared;
+
+/// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+const MAX_STREAMS: usize = 256;
+/// The receive window announced for each stream (SETTINGS_INITIAL_WINDOW_SIZE).
+pub(super) const STREAM_WINDOW: u32 = 1 << 20;
+/// The connection's receive window, raised from 65,535 right after weir's SETTINGS.
+pub(super) const CONN_WINDOW: u32 = 4 << 20;
+const MAX_FRAME: usize = frame::DEFAULT_MAX_FRAME;
+const MAX_BLOCK: usize = 2 * request::MAX_HEADER_LIST;
+const WRITE_HIGH_WATER: usize = 256 << 10;
+const READ_CHUNK: usize = 16 << 10;
+/// Rounds of work before the task yields to others on its thread.
+const BUDGET: usize = 32;
+/// Idle time before a PING checks that the client is still there, and how long its ACK may take.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Frames that do nothing (empty DATA, stray frames on closed streams) tolerated per
+/// connection before it is closed with ENHANCE_YOUR_CALM.
+const MAX_USELESS_FRAMES: u32 = 10_000;
+/// Streams the client may reset before their response, beyond the ones it completed
+/// (a guard against the rapid-reset attack, CVE-2023-44487).
+const MAX_EARLY_RESETS: u32 = 200;
+
+type Handler =
+    Abortable<Pin<Box<dyn Future<Output = (u32, Result<Response<ProxyBody>, Refused>)> + Send>>>;
+
+/// Serves one HTTP/2 client connection until it ends or, after `drain`, its streams are done.
+pub(super) async fn serve<I>(
+    io: I,
+    client: ClientConn,
+    dataplane: Arc<Dataplane>,
+    drain: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let addr = client.addr;
+    let conn = Conn::new(io, client, dataplane, drain);
+    if let Err(why) = conn.await {
+        tracing::debug!(client = %addr, why, "HTTP/2 client connection ended with an error");
+    }
+}
+
+/// What a stream's response side is doing.
+enum Sending {
+    /// The handler is working on the response.
+    Handling(AbortHandle),
+    /// Streaming the response body; a chunk the windows did not let out yet.
+    Body {
+        body: ProxyBody,
+        held: Option<Bytes>,
+        waker: Waker,
+    },
+    Done,
+}
+
+struct Stream {
+    /// The request body's slot, while the client is still sending it.
+    inbound: Option<body::Slot>,
+    recv_window: i64,
+    recv_end: bool,
+    expected: Option<u64>,
+    received: u64,
+    send_window: i64,
+    sending: Sending,
+}
+
+/// A header block being collected across CONTINUATION frames.
+struct Partial {
+    stream: u32,
+    end_stream: bool,
+    priority_self: bool,
+    block: BytesMut,
+}
+
+enum Keepalive {
+    /// Waiting out the idle interval; `active` notes traffic since it was armed.
+    Idle { active: bool },
+    /// A PING is out; the client has until the timer fires to answer it.
+    Pinged,
+}
+
+struct Conn<IO> {
+    io: IO,
+    dataplane: Arc<Dataplane>,
+    client: Arc<ClientConn>,
+    shared: Arc<Shared>,
+    drain: Pin<Box<WaitForCancellationFutureOwned>>,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    needs_flush: bool,
+    scratch: Vec<u8>,
+    preface_done: bool,
+    settings_seen: bool,
+    decoder: Decoder,
+    streams: HashMap<u32, Stream, foldhash::fast::RandomState>,
+    handlers: FuturesUnordered<Handler>,
+    /// Streams whose response body is to be polled this round.
+    ready: Vec<u32>,
+    /// The highest stream id the client opened.
+    last_id: u32,
+    peer_initial_window: i64,
+    peer_max_frame: usize,
+    conn_send_window: i64,
+    conn_recv_window: i64,
+    conn_credit: u32,
+    partial: Option<Partial>,
+    /// The last-stream-id of the GOAWAY weir sent when draining.
+    goaway_sent: Option<u32>,
+    peer_goaway: bool,
+    keepalive: Keepalive,
+    timer: Pin<Box<Sleep>>,
+    useless: u32,
+    early_resets: u32,
+    completed: u32,
+    table_update: TableUpdate,
+    /// Recently closed streams, and whether weir reset them (frames still in flight on those
+    /// are ignored; on the others they are an error).
+    closed: VecDeque<(u32, bool)>,
+}
+
+/// How many closed streams are remembered.
+const CLOSED_MEMORY: usize = 64;
+
+/// Why the connection ends abnormally.
+type End = &'static str;
+
+/// A protocol error: GOAWAY with `reason`, then close.
+struct ConnError {
+    reason: Reason,
+    why: &'static str,
+}
+
+fn conn_error(reason: Reason, why: &'static str) -> ConnError {
+    ConnError { reason, why }
+}
+
+enum Stop {
+    Conn(ConnError),
+    Closed(End),
+}
+
+impl From<ConnError> for Stop {
+    fn from(e: ConnError) -> Self {
+        Stop::Conn(e)
+    }
+}
+
+impl<IO> Conn<IO> {
+    fn new(
+        io: IO,
+        client: ClientConn,
+        dataplane: Arc<Dataplane>,
+        drain: CancellationToken,
+    ) -> Self {
+        let mut wbuf = Vec::with_capacity(READ_CHUNK);
+        frame::write_settings(
+            &mut wbuf,
+            &[
+                (setting::MAX_CONCURRENT_STREAMS, MAX_STREAMS as u32),
+                (setting::INITIAL_WINDOW_SIZE, STREAM_WINDOW),
+                (
+                    setting::MAX_HEADER_LIST_SIZE,
+                    request::MAX_HEADER_LIST as u32,
+                ),
+            ],
+        );
+        frame::write_window_update(&mut wbuf, 0, CONN_WINDOW - frame::DEFAULT_WINDOW as u32);
+        Conn {
+            io,
+            dataplane,
+            client: Arc::new(client),
+            shared: Arc::new(Shared::default()),
+            drain: Box::pin(drain.cancelled_owned()),
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf,
+            wpos: 0,
+            needs_flush: false,
+            scratch: Vec::with_capacity(256),
+            preface_done: false,
+            settings_seen: false,
+            decoder: Decoder::new(4096),
+            streams: HashMap::default(),
+            handlers: FuturesUnordered::new(),
+            ready: Vec::new(),
+            last_id: 0,
+            peer_initial_window: frame::DEFAULT_WINDOW,
+            peer_max_frame: frame::DEFAULT_MAX_FRAME,
+            conn_send_window: frame::DEFAULT_WINDOW,
+            conn_recv_window: i64::from(CONN_WINDOW),
+            conn_credit: 0,
+            partial: None,
+            goaway_sent: None,
+            peer_goaway: false,
+            keepalive: Keepalive::Idle { active: false },
+            timer: Box::pin(tokio::time::sleep(KEEPALIVE_INTERVAL)),
+            useless: 0,
+            early_resets: 0,
+            completed: 0,
+            table_update: TableUpdate::NotNeeded,
+            closed: VecDeque::with_capacity(CLOSED_MEMORY),
+        }
+    }
+
+    /// Draining (or the client said GOAWAY), and nothing is left to answer or write.
+    fn finished(&self) -> bool {
+        (self.goaway_sent.is_some() || self.peer_goaway)
+            && self.streams.is_empty()
+            && self.wpos >= self.wbuf.len()
+            && !self.needs_flush
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Conn<IO> {
+    type Output = Result<(), End>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
+        let this = &mut *self;
+        for _ in 0..BUDGET {
+            match this.round(cx) {
+                Ok(true) => continue,
+                Ok(false) => {
+                    if this.finished() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    return Poll::Pending;
+                }
+                Err(Stop::Conn(e)) => {
+                    let last = this.goaway_sent.unwrap_or(this.last_id);
+                    frame::write_goaway(&mut this.wbuf, last, e.reason);
+                    let _ = Pin::new(&mut this.io).poll_write(cx, &this.wbuf[this.wpos..]);
+                    return Poll::Ready(Err(e.why));
+                }
+                Err(Stop::Closed(why)) => {
+                    return Poll::Ready(if why.is_empty() { Ok(()) } else { Err(why) })
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
+    fn round(&mut self, cx: &mut Context<'_>) -> Result<bool, Stop> {
+        let mut progress = false;
+        self.shared.register(cx.waker());
+        if self.goaway_sent.is_none() && self.drain.as_mut().poll(cx).is_ready() {
+            self.start_drain();
+            progress = true;
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            self.on_timer()?;
+            progress = true;
+        }
+        self.events();
+        while let Poll::Ready(Some(done)) = self.handlers.poll_next_unpin(cx) {
+            progress = true;
+            // Err(Aborted): the client reset the stream, which is gone already.
+            if let Ok((id, result)) = done {
+                self.respond(id, result);
+            }
+        }
+        if !self.ready.is_empty() {
+            progress = true;
+            self.pump_ready();
+        }
+        if self.wbuf.len() - self.wpos < WRITE_HIGH_WATER {
+            if self.rbuf.capacity() - self.rbuf.len() < MAX_FRAME / 2 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf) {
+                Poll::Ready(Ok(0)) => return Err(Stop::Closed("")),
+                Poll::Ready(Ok(_)) => {
+                    if let Keepalive::Idle { active } = &mut self.keepalive {
+                        *active = true;
+                    }
+                    self.frames()?;
+                    progress = true;
+                }
+                Poll::Ready(Err(_)) => return Err(Stop::Closed("read failed")),
+                Poll::Pending => {}
+            }
+        }
+        while self.wpos < self.wbuf.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    return Err(Stop::Closed("write failed"))
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.wpos += n;
+                    progress = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if self.wpos > 0 && self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+            if self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
+                self.wbuf.shrink_to(READ_CHUNK);
+            }
+            self.needs_flush = true;
+        }
+        if self.needs_flush {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(_)) => return Err(Stop::Closed("write failed")),
+                Poll::Pending => {}
+            }
+        }
+        Ok(progress)
+    }
+
+    /// GOAWAY naming the last stream the client opened: those are answered, later ones not.
+    fn start_drain(&mut self) {
+        self.goaway_sent = Some(self.last_id);
+        frame::write_goaway(&mut self.wbuf, self.last_id, Reason::NO_ERROR);
+    }
+
+    fn on_timer(&mut self) -> Result<(), Stop> {
+        match self.keepalive {
+            Keepalive::Idle { active: true } => {
+                self.keepalive = Keepalive::Idle { active: false };
+                self.timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + KEEPALIVE_INTERVAL);
+            }
+            Keepalive::Idle { active: false } => {
+                frame::write_ping(&mut self.wbuf, false, *b"weir-ka\0");
+                self.keepalive = Keepalive::Pinged;
+                self.timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + KEEPALIVE_TIMEOUT);
+            }
+            Keepalive::Pinged => return Err(Stop::Closed("keepalive PING unanswered")),
+        }
+        Ok(())
+    }
+
+    /// Credit the request bodies handed back, and queue the response bodies that woke.
+    fn events(&mut self) {
+        let (ready, release) = {
+            let mut ev = self.shared.events();
+            (
+                std::mem::take(&mut ev.ready),
+                std::mem::take(&mut ev.release),
+            )
+        };
+        for id in release {
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            let Some(inbound) = &s.inbound else { continue };
+            let n = body::lock(inbound).take_release();
+            if n > 0 && !s.recv_end {
+                frame::write_window_update(&mut self.wbuf, id, n);
+                s.recv_window += i64::from(n);
+            }
+        }
+        let n = self.shared.credit.swap(0, Ordering::AcqRel);
+        self.credit_conn(n);
+        if self.ready.is_empty() {
+            self.ready = ready;
+        } else {
+            self.ready.extend(ready);
+        }
+    }
+
+    fn credit_conn(&mut self, n: u32) {
+        self.conn_credit = self.conn_credit.saturating_add(n);
+        if self.conn_credit >= CONN_WINDOW / 4 {
+            frame::write_window_update(&mut self.wbuf, 0, self.conn_credit);
+            self.conn_recv_window += i64::from(self.conn_credit);
+            self.conn_credit = 0;
+        }
+    }
+
+    /// Forgets stream `id` once both sides are done.
+    fn maybe_remove(&mut self, id: u32) {
+        if let Some(s) = self.streams.get(&id) {
+            if s.recv_end && matches!(s.sending, Sending::Done) {
+                self.streams.remove(&id);
+                self.remember_closed(id, false);
+            }
+        }
+    }
+
+    fn remember_closed(&mut self, id: u32, reset_by_us: bool) {
+        if self.closed.len() == CLOSED_MEMORY {
+            self.closed.pop_front();
+        }
+        self.closed.push_back((id, reset_by_us));
+    }
+
+    /// For a closed stream: `Some(true)` if weir reset it, `Some(false)` if it closed
+    /// otherwise, `None` if it is not remembered.
+    fn closed_how(&self, id: u32) -> Option<bool> {
+        self.closed
+            .iter()
+            .rev()
+            .find(|(c, _)| *c == id)
+            .map(|(_, r)| *r)
+    }
+
+    /// Ends stream `id` now: RST_STREAM with `reason`, the handler (if any) stopped, the
+    /// request body told why.
+    fn reset(&mut self, id: u32, reason: Reason, why: &'static str) {
+        if let Some(s) = self.streams.remove(&id) {
+            frame::write_rst_stream(&mut self.wbuf, id, reason);
+            self.remember_closed(id, true);
+            self.abandon(s, why);
+        }
+    }
+
+    fn abandon(&mut self, s: Stream, why: &'static str) {
+        if let Sending::Handling(abort) = &s.sending {
+            abort.abort();
+        }
+        if let Some(inbound) = &s.inbound {
+            let mut b = body::lock(inbound);
+            if !b.end {
+                b.error = Some(why);
+            }
+            b.wake();
+        }
+    }
+}
+
+impl<IO> Drop for Conn<IO> {
+    fn drop(&mut self) {
+        // The connection is gone: request bodies still being read fail instead of waiting.
+        for (_, s) in self.streams.drain() {
+            if let Some(inbound) = &s.inbound {
+                let mut b = body::lock(inbound);
+                if !b.end {
+                    b.error = Some("client connection closed");
+                }
+                b.wake();
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Responses to the client: the head once the handler is done, then the body, polled with
+//! the stream's own waker and framed as far as the client's windows allow.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use http::Response;
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::shared::StreamWaker;
+use super::{Conn, Sending, WRITE_HIGH_WATER};
+use crate::h2::frame::{self, Reason};
+use crate::h2::hpack::{encode_response, encode_trailers};
+use crate::proxy::body::ProxyBody;
+use crate::proxy::Refused;
+
+/// Body frames one stream may write in a row before the others get their turn.
+const FRAMES_PER_TURN: usize = 8;
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
+    /// The handler finished stream `id`: write the head, then stream the body.
+    pub(super) fn respond(&mut self, id: u32, result: Result<Response<ProxyBody>, Refused>) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let response = match result {
+            Ok(r) => r,
+            Err(Refused) => {
+                // The backend provably did not process it: the client may retry.
+                self.reset(id, Reason::REFUSED_STREAM, "refused");
+                return;
+            }
+        };
+        let (head, body) = response.into_parts();
+        self.scratch.clear();
+        encode_response(&mut self.scratch, head.status, &head.headers);
+        let end = body.is_end_stream();
+        let block = self.table_update.apply(&self.scratch);
+        frame::write_headers(&mut self.wbuf, id, &block, end, self.peer_max_frame);
+        if end {
+            s.sending = Sending::Done;
+            self.finish(id);
+            return;
+        }
+        let waker = Waker::from(Arc::new(StreamWaker {
+            id,
+            shared: self.shared.clone(),
+        }));
+        s.sending = Sending::Body {
+            body,
+            held: None,
+            waker,
+        };
+        self.ready.push(id);
+    }
+
+    /// The response on stream `id` is complete.
+    fn finish(&mut self, id: u32) {
+        self.completed = self.completed.saturating_add(1);
+        let Some(s) = self.streams.get(&id) else {
+            return;
+        };
+        if !s.recv_end {
+            // The request body is no longer needed (RFC 9113 §8.1).
+            self.reset(
+                id,
+                Reason::NO_ERROR,
+                "response complete before the request body",
+            );
+            return;
+        }
+        self.maybe_remove(id);
+    }
+
+    /// Polls the response bodies that woke (or got window), fairly, while there is room.
+    pub(super) fn pump_ready(&mut self) {
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.sort_unstable();
+        ready.dedup();
+        let mut later = Vec::new();
+        for id in ready {
+            if self.wbuf.len() - self.wpos >= WRITE_HIGH_WATER {
+                later.push(id);
+                continue;
+            }
+            if self.pump(id) {
+                later.push(id);
+            }
+        }
+        // Whatever was pushed meanwhile (window updates) goes after the leftovers.
+        later.append(&mut self.ready);
+        self.ready = later;
+    }
+
+    /// Writes what stream `id`'s body has, within the windows; true if it should be polled
+    /// again next round (its turn ran out with more to send).
+    fn pump(&mut self, id: u32) -> bool {
+        for _ in 0..FRAMES_PER_TURN {
+            let Some(s) = self.streams.get_mut(&id) else {
+                return false;
+            };
+            let Sending::Body { body, held, waker } = &mut s.sending else {
+                return false;
+            };
+            let window = s
+                .send_window
+                .min(self.conn_send_window)
+                .min(self.peer_max_frame as i64)
+                .max(0) as usize;
+            if let Some(chunk) = held {
+                if window == 0 && !chunk.is_empty() {
+                    return false;
+                }
+                let n = window.min(chunk.len());
+                let last = n == chunk.len();
+                let end = last && body.is_end_stream();
+                frame::write_data(&mut self.wbuf, id, &chunk[..n], end);
+                let _ = chunk.split_to(n);
+                s.send_window -= n as i64;
+                self.conn_send_window -= n as i64;
+                if last {
+                    *held = None;
+                }
+                if end {
+                    s.sending = Sending::Done;
+                    self.finish(id);
+                    return false;
+                }
+                continue;
+            }
+            if window == 0 {
+                // Wait for WINDOW_UPDATE, which queues the stream again.
+                return false;
+            }
+            let mut cx = Context::from_waker(waker);
+            match Pin::new(&mut *body).poll_frame(&mut cx) {
+                Poll::Pending => return false,
+                Poll::Ready(Some(Ok(f))) => match f.into_data() {
+                    Ok(data) => {
+                        if data.is_empty() && !body.is_end_stream() {
+                            continue;
+                        }
+                        *held = Some(data);
+                    }
+                    Err(f) => {
+                        let trailers = f.into_trailers().unwrap_or_default();
+                        self.scratch.clear();
+                        encode_trailers(&mut self.scratch, &trailers);
+                        let block = self.table_update.apply(&self.scratch);
+                        frame::write_headers(&mut self.wbuf, id, &block, true, self.peer_max_frame);
+                        s.sending = Sending::Done;
+                        self.finish(id);
+                        return false;
+                    }
+                },
+                Poll::Ready(None) => {
+                    frame::write_data(&mut self.wbuf, id, &[], true);
+                    s.sending = Sending::Done;
+                    self.finish(id);
+                    return false;
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::debug!(stream = id, %error, "response body failed: resetting the client's stream");
+                    self.reset(id, Reason::INTERNAL_ERROR, "response body failed");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
