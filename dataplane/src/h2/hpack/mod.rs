@@ -153,6 +153,20 @@ pub(crate) struct Field {
 }
 
 impl Field {
+    /// A valid field from text, for tests: names starting with ':' are pseudo-headers.
+    #[cfg(test)]
+    pub(crate) fn text(name: &str, value: &str) -> Field {
+        let name = if name.starts_with(':') {
+            Name::Pseudo(Pseudo::parse(name.as_bytes()))
+        } else {
+            Name::Header(HeaderName::from_bytes(name.as_bytes()).expect("name"))
+        };
+        Field {
+            name,
+            value: Value::Valid(HeaderValue::from_str(value).expect("value")),
+        }
+    }
+
     /// Name and value length together: what the field counts towards a header list's size
     /// (RFC 9113 §6.5.2 adds 32 per field on top).
     pub(crate) fn len(&self) -> usize {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use futures_util::future::{AbortHandle, Abortable};
 use http::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -11,10 +11,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::body::{self, Inbound, RequestBody};
 use super::request::{Block, Collect};
 use super::{
-    conn_error, Conn, ConnError, Keepalive, Partial, Sending, Stream, MAX_BLOCK, MAX_EARLY_RESETS,
-    MAX_FRAME, MAX_STREAMS, MAX_USELESS_FRAMES, STREAM_WINDOW,
+    Conn, Keepalive, Sending, Stream, MAX_BLOCK, MAX_EARLY_RESETS, MAX_FRAME, MAX_STREAMS,
+    MAX_USELESS_FRAMES, STREAM_WINDOW,
 };
-use crate::h2::frame::{self, flag, kind, setting, Head, Reason};
+use crate::h2::conn::{self as h2conn, conn_error, Assembly, ConnError, Fragment, Settings};
+use crate::h2::frame::{self, flag, kind, Head, Reason};
 use crate::proxy::body::{self as proxy_body, ProxyBody};
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
@@ -34,41 +35,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             self.rbuf.advance(n);
             self.preface_done = true;
         }
-        while self.rbuf.len() >= frame::HEADER_LEN {
-            let head = Head::parse(&self.rbuf);
-            if head.len > MAX_FRAME {
-                return Err(conn_error(
-                    Reason::FRAME_SIZE_ERROR,
-                    "frame over SETTINGS_MAX_FRAME_SIZE",
-                ));
-            }
-            if self.rbuf.len() < frame::HEADER_LEN + head.len {
-                self.rbuf
-                    .reserve(frame::HEADER_LEN + head.len - self.rbuf.len());
-                break;
-            }
-            self.rbuf.advance(frame::HEADER_LEN);
-            let payload = self.rbuf.split_to(head.len).freeze();
+        while let Some((head, payload)) = h2conn::next_frame(&mut self.rbuf, MAX_FRAME)? {
             self.frame(head, payload)?;
         }
         Ok(())
     }
 
     fn frame(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
-        if !self.settings_seen && head.kind != kind::SETTINGS {
-            return Err(conn_error(
-                Reason::PROTOCOL_ERROR,
-                "first frame is not SETTINGS",
-            ));
-        }
-        if let Some(partial) = &self.partial {
-            if head.kind != kind::CONTINUATION || head.stream != partial.stream {
-                return Err(conn_error(
-                    Reason::PROTOCOL_ERROR,
-                    "header block interrupted",
-                ));
-            }
-        }
+        h2conn::check_order(self.settings_seen, self.partial.as_ref(), head)?;
         match head.kind {
             kind::DATA => self.on_data(head, payload),
             kind::HEADERS => self.on_headers(head, payload),
@@ -114,13 +88,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             return Err(conn_error(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
         }
         let flow = payload.len() as i64;
-        self.conn_recv_window -= flow;
-        if self.conn_recv_window < 0 {
-            return Err(conn_error(
-                Reason::FLOW_CONTROL_ERROR,
-                "DATA over the connection window",
-            ));
-        }
+        self.recv.take(flow)?;
         let Some(range) = frame::unpad(head, &payload) else {
             return Err(conn_error(
                 Reason::PROTOCOL_ERROR,
@@ -133,7 +101,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             // stream weir reset may still have frames in flight: those are ignored.
             self.credit_conn(flow as u32);
             if self.closed_how(id) != Some(true) {
-                frame::write_rst_stream(&mut self.wbuf, id, Reason::STREAM_CLOSED);
+                frame::write_rst_stream(&mut self.out.buf, id, Reason::STREAM_CLOSED);
             }
             return self.useless();
         };
@@ -203,79 +171,42 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     }
 
     fn on_headers(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
-        let id = head.stream;
-        if id == 0 {
-            return Err(conn_error(Reason::PROTOCOL_ERROR, "HEADERS on stream 0"));
-        }
-        let Some(range) = frame::unpad(head, &payload) else {
-            return Err(conn_error(
-                Reason::PROTOCOL_ERROR,
-                "padding longer than the frame",
-            ));
-        };
-        let mut fragment = payload.slice(range);
-        let mut priority_self = false;
-        if head.has(flag::PRIORITY) {
-            if fragment.len() < 5 {
-                return Err(conn_error(
-                    Reason::FRAME_SIZE_ERROR,
-                    "HEADERS too short for its priority",
-                ));
+        match h2conn::start_block(head, &payload)? {
+            Assembly::Complete(f) => self.on_block(f),
+            Assembly::Partial(p) => {
+                self.partial = Some(p);
+                Ok(())
             }
-            let dep = u32::from_be_bytes([fragment[0], fragment[1], fragment[2], fragment[3]])
-                & 0x7fff_ffff;
-            priority_self = dep == id;
-            fragment.advance(5);
         }
-        let end_stream = head.has(flag::END_STREAM);
-        if head.has(flag::END_HEADERS) {
-            return self.on_block(id, end_stream, priority_self, fragment);
-        }
-        let mut block = BytesMut::with_capacity(fragment.len() * 2);
-        block.extend_from_slice(&fragment);
-        self.partial = Some(Partial {
-            stream: id,
-            end_stream,
-            priority_self,
-            block,
-        });
-        Ok(())
     }
 
     fn on_continuation(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
-        let Some(partial) = self.partial.as_mut() else {
+        let Some(partial) = self.partial.take() else {
             return Err(conn_error(
                 Reason::PROTOCOL_ERROR,
                 "CONTINUATION without HEADERS",
             ));
         };
-        if partial.block.len() + payload.len() > MAX_BLOCK {
-            return Err(conn_error(
-                Reason::ENHANCE_YOUR_CALM,
-                "header block too large",
-            ));
-        }
-        partial.block.extend_from_slice(&payload);
         if payload.is_empty() && !head.has(flag::END_HEADERS) {
             self.useless()?;
         }
-        if !head.has(flag::END_HEADERS) {
-            return Ok(());
+        match h2conn::continue_block(partial, head, &payload, MAX_BLOCK)? {
+            Assembly::Complete(f) => self.on_block(f),
+            Assembly::Partial(p) => {
+                self.partial = Some(p);
+                Ok(())
+            }
         }
-        let Some(p) = self.partial.take() else {
-            return Ok(());
-        };
-        self.on_block(p.stream, p.end_stream, p.priority_self, p.block.freeze())
     }
 
     /// A whole header block on stream `id`: a new request, or trailers.
-    fn on_block(
-        &mut self,
-        id: u32,
-        end_stream: bool,
-        priority_self: bool,
-        block: Bytes,
-    ) -> Result<(), ConnError> {
+    fn on_block(&mut self, fragment: Fragment) -> Result<(), ConnError> {
+        let Fragment {
+            stream: id,
+            end_stream,
+            depends_on,
+            block,
+        } = fragment;
         let existing = self.streams.contains_key(&id);
         let opening = self.idle(id);
         if !existing && !opening {
@@ -305,8 +236,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             return self.on_trailers(id, end_stream, collect);
         }
         self.last_id = id;
-        if priority_self {
-            frame::write_rst_stream(&mut self.wbuf, id, Reason::PROTOCOL_ERROR);
+        if depends_on == Some(id) {
+            frame::write_rst_stream(&mut self.out.buf, id, Reason::PROTOCOL_ERROR);
             return Ok(());
         }
         if self.goaway_sent.is_some() {
@@ -314,7 +245,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             return Ok(());
         }
         if self.streams.len() >= MAX_STREAMS {
-            frame::write_rst_stream(&mut self.wbuf, id, Reason::REFUSED_STREAM);
+            frame::write_rst_stream(&mut self.out.buf, id, Reason::REFUSED_STREAM);
             return Ok(());
         }
         let (head, content_length) = match collect.finish() {
@@ -323,12 +254,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 content_length,
             }) => (head, content_length),
             Ok(Block::Trailers(_)) | Err(_) => {
-                frame::write_rst_stream(&mut self.wbuf, id, Reason::PROTOCOL_ERROR);
+                frame::write_rst_stream(&mut self.out.buf, id, Reason::PROTOCOL_ERROR);
                 return Ok(());
             }
         };
         if end_stream && matches!(content_length, Some(n) if n > 0) {
-            frame::write_rst_stream(&mut self.wbuf, id, Reason::PROTOCOL_ERROR);
+            frame::write_rst_stream(&mut self.out.buf, id, Reason::PROTOCOL_ERROR);
             return Ok(());
         }
         let (inbound, body) = if end_stream {
@@ -361,7 +292,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 recv_end: end_stream,
                 expected: content_length,
                 received: 0,
-                send_window: self.peer_initial_window,
+                send_window: self.peer.initial_window,
                 sending: Sending::Handling(abort),
             },
         );
@@ -419,7 +350,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                     "PRIORITY of the wrong size",
                 );
             } else {
-                frame::write_rst_stream(&mut self.wbuf, head.stream, Reason::FRAME_SIZE_ERROR);
+                frame::write_rst_stream(&mut self.out.buf, head.stream, Reason::FRAME_SIZE_ERROR);
             }
             return Ok(());
         }
@@ -433,7 +364,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                     "stream depends on itself",
                 );
             } else {
-                frame::write_rst_stream(&mut self.wbuf, head.stream, Reason::PROTOCOL_ERROR);
+                frame::write_rst_stream(&mut self.out.buf, head.stream, Reason::PROTOCOL_ERROR);
             }
             return Ok(());
         }
@@ -442,16 +373,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     }
 
     fn on_rst_stream(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
-        if payload.len() != 4 {
-            return Err(conn_error(
-                Reason::FRAME_SIZE_ERROR,
-                "RST_STREAM of the wrong size",
-            ));
-        }
-        if head.stream == 0 || self.idle(head.stream) {
+        h2conn::rst_reason(head, payload)?;
+        if self.idle(head.stream) {
             return Err(conn_error(
                 Reason::PROTOCOL_ERROR,
-                "RST_STREAM on stream 0 or an idle stream",
+                "RST_STREAM on an idle stream",
             ));
         }
         let Some(s) = self.streams.remove(&head.stream) else {
@@ -472,130 +398,48 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     }
 
     fn on_settings(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
-        if head.stream != 0 {
-            return Err(conn_error(Reason::PROTOCOL_ERROR, "SETTINGS on a stream"));
-        }
-        if head.has(flag::ACK) {
-            if !payload.is_empty() {
+        let Settings::Applied { window_delta } = self.peer.apply(head, payload)? else {
+            return Ok(());
+        };
+        for (id, st) in self.streams.iter_mut() {
+            if h2conn::grow(&mut st.send_window, window_delta).is_err() {
                 return Err(conn_error(
-                    Reason::FRAME_SIZE_ERROR,
-                    "SETTINGS ACK with a payload",
+                    Reason::FLOW_CONTROL_ERROR,
+                    "a stream window over 2^31-1",
                 ));
             }
-            return Ok(());
-        }
-        if payload.len() % 6 != 0 {
-            return Err(conn_error(
-                Reason::FRAME_SIZE_ERROR,
-                "SETTINGS of the wrong size",
-            ));
-        }
-        for s in payload.chunks_exact(6) {
-            let id = u16::from_be_bytes([s[0], s[1]]);
-            let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
-            match id {
-                setting::ENABLE_PUSH if value > 1 => {
-                    return Err(conn_error(
-                        Reason::PROTOCOL_ERROR,
-                        "SETTINGS_ENABLE_PUSH over 1",
-                    ));
-                }
-                setting::INITIAL_WINDOW_SIZE => {
-                    let value = i64::from(value);
-                    if value > frame::MAX_WINDOW {
-                        return Err(conn_error(
-                            Reason::FLOW_CONTROL_ERROR,
-                            "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1",
-                        ));
-                    }
-                    let delta = value - self.peer_initial_window;
-                    self.peer_initial_window = value;
-                    for (id, st) in self.streams.iter_mut() {
-                        st.send_window += delta;
-                        if st.send_window > frame::MAX_WINDOW {
-                            return Err(conn_error(
-                                Reason::FLOW_CONTROL_ERROR,
-                                "a stream window over 2^31-1",
-                            ));
-                        }
-                        if delta > 0 && matches!(st.sending, Sending::Body { .. }) {
-                            self.ready.push(*id);
-                        }
-                    }
-                }
-                setting::MAX_FRAME_SIZE => {
-                    if !(frame::DEFAULT_MAX_FRAME as u32..=frame::MAX_FRAME_LIMIT).contains(&value)
-                    {
-                        return Err(conn_error(
-                            Reason::PROTOCOL_ERROR,
-                            "SETTINGS_MAX_FRAME_SIZE out of range",
-                        ));
-                    }
-                    self.peer_max_frame = value as usize;
-                }
-                setting::HEADER_TABLE_SIZE => self.table_update.on_setting(value),
-                // The others do not concern a server that never pushes.
-                _ => {}
+            if window_delta > 0 && matches!(st.sending, Sending::Body { .. }) {
+                self.ready.push(*id);
             }
         }
-        frame::write_settings_ack(&mut self.wbuf);
+        frame::write_settings_ack(&mut self.out.buf);
         self.settings_seen = true;
         Ok(())
     }
 
     fn on_ping(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
-        if head.stream != 0 {
-            return Err(conn_error(Reason::PROTOCOL_ERROR, "PING on a stream"));
-        }
-        let Ok(data) = <[u8; 8]>::try_from(payload) else {
-            return Err(conn_error(
-                Reason::FRAME_SIZE_ERROR,
-                "PING of the wrong size",
-            ));
-        };
+        let data = h2conn::ping_payload(head, payload)?;
         if head.has(flag::ACK) {
             if matches!(self.keepalive, Keepalive::Pinged) {
                 self.keepalive = Keepalive::Idle { active: true };
             }
             return Ok(());
         }
-        frame::write_ping(&mut self.wbuf, true, data);
+        frame::write_ping(&mut self.out.buf, true, data);
         Ok(())
     }
 
     fn on_goaway(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
-        if head.stream != 0 {
-            return Err(conn_error(Reason::PROTOCOL_ERROR, "GOAWAY on a stream"));
-        }
-        if payload.len() < 8 {
-            return Err(conn_error(Reason::FRAME_SIZE_ERROR, "GOAWAY too short"));
-        }
+        h2conn::goaway_last_stream(head, payload)?;
         // The client opens nothing more; what it opened is still answered.
         self.peer_goaway = true;
         Ok(())
     }
 
     fn on_window_update(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
-        if payload.len() != 4 {
-            return Err(conn_error(
-                Reason::FRAME_SIZE_ERROR,
-                "WINDOW_UPDATE of the wrong size",
-            ));
-        }
-        let increment = i64::from(
-            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff,
-        );
+        let increment = h2conn::window_increment(payload)?;
         if head.stream == 0 {
-            if increment == 0 {
-                return Err(conn_error(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE of 0"));
-            }
-            self.conn_send_window += increment;
-            if self.conn_send_window > frame::MAX_WINDOW {
-                return Err(conn_error(
-                    Reason::FLOW_CONTROL_ERROR,
-                    "connection window over 2^31-1",
-                ));
-            }
+            h2conn::grow_connection(&mut self.conn_send_window, increment)?;
             for (id, st) in &self.streams {
                 if matches!(st.sending, Sending::Body { .. }) {
                     self.ready.push(*id);
@@ -613,13 +457,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         let Some(st) = self.streams.get_mut(&id) else {
             return self.useless();
         };
-        if increment == 0 {
-            self.reset(id, Reason::PROTOCOL_ERROR, "WINDOW_UPDATE of 0");
-            return Ok(());
-        }
-        st.send_window += increment;
-        if st.send_window > frame::MAX_WINDOW {
-            self.reset(id, Reason::FLOW_CONTROL_ERROR, "stream window over 2^31-1");
+        if let Err(reason) = h2conn::grow_stream(&mut st.send_window, increment) {
+            self.reset(id, reason, "bad stream WINDOW_UPDATE");
             return Ok(());
         }
         if matches!(st.sending, Sending::Body { .. }) {

@@ -29,8 +29,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+use crate::h2::conn::{ConnError, Output, Partial, PeerSettings, RecvWindow};
 use crate::h2::frame::{self, setting, Reason};
-use crate::h2::hpack::{Decoder, TableUpdate};
+use crate::h2::hpack::Decoder;
+use crate::h2::message::MAX_HEADER_LIST;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::{ClientConn, Refused};
 use crate::state::Dataplane;
@@ -43,7 +45,7 @@ pub(super) const STREAM_WINDOW: u32 = 1 << 20;
 /// The connection's receive window, raised from 65,535 right after weir's SETTINGS.
 pub(super) const CONN_WINDOW: u32 = 4 << 20;
 const MAX_FRAME: usize = frame::DEFAULT_MAX_FRAME;
-const MAX_BLOCK: usize = 2 * request::MAX_HEADER_LIST;
+const MAX_BLOCK: usize = 2 * MAX_HEADER_LIST;
 const WRITE_HIGH_WATER: usize = 256 << 10;
 const READ_CHUNK: usize = 16 << 10;
 /// Rounds of work before the task yields to others on its thread.
@@ -101,14 +103,6 @@ struct Stream {
     sending: Sending,
 }
 
-/// A header block being collected across CONTINUATION frames.
-struct Partial {
-    stream: u32,
-    end_stream: bool,
-    priority_self: bool,
-    block: BytesMut,
-}
-
 enum Keepalive {
     /// Waiting out the idle interval; `active` notes traffic since it was armed.
     Idle { active: bool },
@@ -123,9 +117,7 @@ struct Conn<IO> {
     shared: Arc<Shared>,
     drain: Pin<Box<WaitForCancellationFutureOwned>>,
     rbuf: BytesMut,
-    wbuf: Vec<u8>,
-    wpos: usize,
-    needs_flush: bool,
+    out: Output,
     scratch: Vec<u8>,
     preface_done: bool,
     settings_seen: bool,
@@ -136,11 +128,9 @@ struct Conn<IO> {
     ready: Vec<u32>,
     /// The highest stream id the client opened.
     last_id: u32,
-    peer_initial_window: i64,
-    peer_max_frame: usize,
+    peer: PeerSettings,
     conn_send_window: i64,
-    conn_recv_window: i64,
-    conn_credit: u32,
+    recv: RecvWindow,
     partial: Option<Partial>,
     /// The last-stream-id of the GOAWAY weir sent when draining.
     goaway_sent: Option<u32>,
@@ -150,7 +140,6 @@ struct Conn<IO> {
     useless: u32,
     early_resets: u32,
     completed: u32,
-    table_update: TableUpdate,
     /// Recently closed streams, and whether weir reset them (frames still in flight on those
     /// are ignored; on the others they are an error).
     closed: VecDeque<(u32, bool)>,
@@ -161,16 +150,6 @@ const CLOSED_MEMORY: usize = 64;
 
 /// Why the connection ends abnormally.
 type End = &'static str;
-
-/// A protocol error: GOAWAY with `reason`, then close.
-struct ConnError {
-    reason: Reason,
-    why: &'static str,
-}
-
-fn conn_error(reason: Reason, why: &'static str) -> ConnError {
-    ConnError { reason, why }
-}
 
 enum Stop {
     Conn(ConnError),
@@ -190,19 +169,16 @@ impl<IO> Conn<IO> {
         dataplane: Arc<Dataplane>,
         drain: CancellationToken,
     ) -> Self {
-        let mut wbuf = Vec::with_capacity(READ_CHUNK);
+        let mut out = Output::new(READ_CHUNK);
         frame::write_settings(
-            &mut wbuf,
+            &mut out.buf,
             &[
                 (setting::MAX_CONCURRENT_STREAMS, MAX_STREAMS as u32),
                 (setting::INITIAL_WINDOW_SIZE, STREAM_WINDOW),
-                (
-                    setting::MAX_HEADER_LIST_SIZE,
-                    request::MAX_HEADER_LIST as u32,
-                ),
+                (setting::MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST as u32),
             ],
         );
-        frame::write_window_update(&mut wbuf, 0, CONN_WINDOW - frame::DEFAULT_WINDOW as u32);
+        frame::write_window_update(&mut out.buf, 0, CONN_WINDOW - frame::DEFAULT_WINDOW as u32);
         Conn {
             io,
             dataplane,
@@ -210,9 +186,7 @@ impl<IO> Conn<IO> {
             shared: Arc::new(Shared::default()),
             drain: Box::pin(drain.cancelled_owned()),
             rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf,
-            wpos: 0,
-            needs_flush: false,
+            out,
             scratch: Vec::with_capacity(256),
             preface_done: false,
             settings_seen: false,
@@ -221,11 +195,9 @@ impl<IO> Conn<IO> {
             handlers: FuturesUnordered::new(),
             ready: Vec::new(),
             last_id: 0,
-            peer_initial_window: frame::DEFAULT_WINDOW,
-            peer_max_frame: frame::DEFAULT_MAX_FRAME,
+            peer: PeerSettings::default(),
             conn_send_window: frame::DEFAULT_WINDOW,
-            conn_recv_window: i64::from(CONN_WINDOW),
-            conn_credit: 0,
+            recv: RecvWindow::new(CONN_WINDOW),
             partial: None,
             goaway_sent: None,
             peer_goaway: false,
@@ -234,7 +206,6 @@ impl<IO> Conn<IO> {
             useless: 0,
             early_resets: 0,
             completed: 0,
-            table_update: TableUpdate::NotNeeded,
             closed: VecDeque::with_capacity(CLOSED_MEMORY),
         }
     }
@@ -243,8 +214,7 @@ impl<IO> Conn<IO> {
     fn finished(&self) -> bool {
         (self.goaway_sent.is_some() || self.peer_goaway)
             && self.streams.is_empty()
-            && self.wpos >= self.wbuf.len()
-            && !self.needs_flush
+            && self.out.idle()
     }
 }
 
@@ -264,8 +234,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Conn<IO> {
                 }
                 Err(Stop::Conn(e)) => {
                     let last = this.goaway_sent.unwrap_or(this.last_id);
-                    frame::write_goaway(&mut this.wbuf, last, e.reason);
-                    let _ = Pin::new(&mut this.io).poll_write(cx, &this.wbuf[this.wpos..]);
+                    this.out.last_words(&mut this.io, cx, last, e.reason);
                     return Poll::Ready(Err(e.why));
                 }
                 Err(Stop::Closed(why)) => {
@@ -302,7 +271,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             progress = true;
             self.pump_ready();
         }
-        if self.wbuf.len() - self.wpos < WRITE_HIGH_WATER {
+        if self.out.pending() < WRITE_HIGH_WATER {
             if self.rbuf.capacity() - self.rbuf.len() < MAX_FRAME / 2 {
                 self.rbuf.reserve(READ_CHUNK);
             }
@@ -319,32 +288,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 Poll::Pending => {}
             }
         }
-        while self.wpos < self.wbuf.len() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                    return Err(Stop::Closed("write failed"))
-                }
-                Poll::Ready(Ok(n)) => {
-                    self.wpos += n;
-                    progress = true;
-                }
-                Poll::Pending => break,
-            }
-        }
-        if self.wpos > 0 && self.wpos == self.wbuf.len() {
-            self.wbuf.clear();
-            self.wpos = 0;
-            if self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
-                self.wbuf.shrink_to(READ_CHUNK);
-            }
-            self.needs_flush = true;
-        }
-        if self.needs_flush {
-            match Pin::new(&mut self.io).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.needs_flush = false,
-                Poll::Ready(Err(_)) => return Err(Stop::Closed("write failed")),
-                Poll::Pending => {}
-            }
+        match self.out.poll_send(&mut self.io, cx, 4 * WRITE_HIGH_WATER) {
+            Ok(moved) => progress |= moved,
+            Err(()) => return Err(Stop::Closed("write failed")),
         }
         Ok(progress)
     }
@@ -352,7 +298,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     /// GOAWAY naming the last stream the client opened: those are answered, later ones not.
     fn start_drain(&mut self) {
         self.goaway_sent = Some(self.last_id);
-        frame::write_goaway(&mut self.wbuf, self.last_id, Reason::NO_ERROR);
+        frame::write_goaway(&mut self.out.buf, self.last_id, Reason::NO_ERROR);
     }
 
     fn on_timer(&mut self) -> Result<(), Stop> {
@@ -364,7 +310,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                     .reset(tokio::time::Instant::now() + KEEPALIVE_INTERVAL);
             }
             Keepalive::Idle { active: false } => {
-                frame::write_ping(&mut self.wbuf, false, *b"weir-ka\0");
+                frame::write_ping(&mut self.out.buf, false, *b"weir-ka\0");
                 self.keepalive = Keepalive::Pinged;
                 self.timer
                     .as_mut()
@@ -391,7 +337,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             let Some(inbound) = &s.inbound else { continue };
             let n = body::lock(inbound).take_release();
             if n > 0 && !s.recv_end {
-                frame::write_window_update(&mut self.wbuf, id, n);
+                frame::write_window_update(&mut self.out.buf, id, n);
                 s.recv_window += i64::from(n);
             }
         }
@@ -405,12 +351,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     }
 
     fn credit_conn(&mut self, n: u32) {
-        self.conn_credit = self.conn_credit.saturating_add(n);
-        if self.conn_credit >= CONN_WINDOW / 4 {
-            frame::write_window_update(&mut self.wbuf, 0, self.conn_credit);
-            self.conn_recv_window += i64::from(self.conn_credit);
-            self.conn_credit = 0;
-        }
+        self.recv.credit(n, &mut self.out.buf);
     }
 
     /// Forgets stream `id` once both sides are done.
@@ -444,7 +385,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     /// request body told why.
     fn reset(&mut self, id: u32, reason: Reason, why: &'static str) {
         if let Some(s) = self.streams.remove(&id) {
-            frame::write_rst_stream(&mut self.wbuf, id, reason);
+            frame::write_rst_stream(&mut self.out.buf, id, reason);
             self.remember_closed(id, true);
             self.abandon(s, why);
         }

@@ -3,19 +3,12 @@
 //! PROTOCOL_ERROR and the request never reaches a backend.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Uri, Version};
 
-use crate::h2::hpack::{Field, Name, Pseudo, Value};
-use crate::http1::declared_length;
-
-/// The most header bytes (name + value + 32 per field) weir takes in one block; announced as
-/// SETTINGS_MAX_HEADER_LIST_SIZE.
-pub(super) const MAX_HEADER_LIST: usize = 64 << 10;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Malformed(pub(super) &'static str);
+use crate::h2::hpack::{Field, Pseudo};
+use crate::h2::message::{content_length, Admitted, Malformed, Rules};
 
 /// Collects a request's (or its trailers') fields while the block is decoded.
 pub(super) struct Collect {
@@ -26,9 +19,7 @@ pub(super) struct Collect {
     path: Option<Bytes>,
     headers: HeaderMap,
     cookies: usize,
-    regular_seen: bool,
-    size: usize,
-    error: Option<Malformed>,
+    rules: Rules,
 }
 
 pub(super) enum Block {
@@ -49,58 +40,41 @@ impl Collect {
             path: None,
             headers: HeaderMap::new(),
             cookies: 0,
-            regular_seen: false,
-            size: 0,
-            error: None,
+            rules: Rules::default(),
         }
     }
 
     pub(super) fn field(&mut self, field: Field) {
-        if self.error.is_some() {
-            return;
-        }
-        self.size += field.len() + 32;
-        if self.size > MAX_HEADER_LIST {
-            return self.fail("header list too large");
-        }
-        let value = match field.value {
-            Value::Valid(v) => v,
-            Value::Invalid(_) => return self.fail("invalid field value"),
-        };
-        let slot = match field.name {
-            Name::Header(name) => {
-                self.regular_seen = true;
-                if is_connection_specific(&name, &value) {
-                    return self.fail("connection-specific header field");
-                }
+        let (pseudo, value) = match self.rules.admit(field, self.trailers) {
+            None => return,
+            Some(Admitted::Regular(name, value)) => {
                 if name == header::COOKIE {
                     self.cookies += 1;
                 }
                 self.headers.append(name, value);
                 return;
             }
-            Name::Invalid(_) => return self.fail("invalid field name"),
-            Name::Pseudo(_) if self.trailers || self.regular_seen => {
-                return self.fail("pseudo-header after regular fields or in trailers")
+            Some(Admitted::Pseudo(p, v)) => (p, v),
+        };
+        let slot = match pseudo {
+            Pseudo::Method => &mut self.method,
+            Pseudo::Scheme => &mut self.scheme,
+            Pseudo::Authority => &mut self.authority,
+            Pseudo::Path => &mut self.path,
+            _ => {
+                self.rules.fail::<()>("unknown or response pseudo-header");
+                return;
             }
-            Name::Pseudo(Pseudo::Method) => &mut self.method,
-            Name::Pseudo(Pseudo::Scheme) => &mut self.scheme,
-            Name::Pseudo(Pseudo::Authority) => &mut self.authority,
-            Name::Pseudo(Pseudo::Path) => &mut self.path,
-            Name::Pseudo(_) => return self.fail("unknown or response pseudo-header"),
         };
         if slot.is_some() {
-            return self.fail("repeated pseudo-header");
+            self.rules.fail::<()>("repeated pseudo-header");
+            return;
         }
         *slot = Some(Bytes::copy_from_slice(value.as_bytes()));
     }
 
-    fn fail(&mut self, why: &'static str) {
-        self.error = Some(Malformed(why));
-    }
-
     pub(super) fn finish(mut self) -> Result<Block, Malformed> {
-        if let Some(e) = self.error {
+        if let Some(e) = self.rules.error {
             return Err(e);
         }
         if self.trailers {
@@ -146,16 +120,7 @@ impl Collect {
         if self.cookies > 1 {
             join_cookies(&mut self.headers);
         }
-        let content_length = match declared_length(
-            self.headers
-                .get_all(header::CONTENT_LENGTH)
-                .iter()
-                .map(HeaderValue::as_bytes),
-        ) {
-            None => None,
-            Some(Some(len)) => Some(len),
-            Some(None) => return Err(Malformed("invalid content-length")),
-        };
+        let content_length = content_length(&self.headers)?;
         let mut req = http::Request::new(());
         *req.method_mut() = method;
         *req.uri_mut() = uri;
@@ -182,38 +147,14 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Fields HTTP/2 forbids (RFC 9113 §8.2.2).
-fn is_connection_specific(name: &HeaderName, value: &HeaderValue) -> bool {
-    match name.as_str() {
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" => true,
-        "te" => value.as_bytes() != b"trailers",
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn field(name: &str, value: &str) -> Field {
-        let name = match name {
-            ":method" => Name::Pseudo(Pseudo::Method),
-            ":scheme" => Name::Pseudo(Pseudo::Scheme),
-            ":authority" => Name::Pseudo(Pseudo::Authority),
-            ":path" => Name::Pseudo(Pseudo::Path),
-            ":status" => Name::Pseudo(Pseudo::Status),
-            n => Name::Header(HeaderName::from_bytes(n.as_bytes()).expect("name")),
-        };
-        Field {
-            name,
-            value: Value::Valid(HeaderValue::from_str(value).expect("value")),
-        }
-    }
-
     fn check(trailers: bool, fields: &[(&str, &str)]) -> Result<Block, Malformed> {
         let mut c = Collect::new(trailers);
         for (n, v) in fields {
-            c.field(field(n, v));
+            c.field(Field::text(n, v));
         }
         c.finish()
     }

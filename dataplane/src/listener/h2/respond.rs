@@ -37,8 +37,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         self.scratch.clear();
         encode_response(&mut self.scratch, head.status, &head.headers);
         let end = body.is_end_stream();
-        let block = self.table_update.apply(&self.scratch);
-        frame::write_headers(&mut self.wbuf, id, &block, end, self.peer_max_frame);
+        let block = self.peer.table.apply(&self.scratch);
+        frame::write_headers(&mut self.out.buf, id, &block, end, self.peer.max_frame);
         if end {
             s.sending = Sending::Done;
             self.finish(id);
@@ -81,7 +81,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         ready.dedup();
         let mut later = Vec::new();
         for id in ready {
-            if self.wbuf.len() - self.wpos >= WRITE_HIGH_WATER {
+            if self.out.pending() >= WRITE_HIGH_WATER {
                 later.push(id);
                 continue;
             }
@@ -107,7 +107,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             let window = s
                 .send_window
                 .min(self.conn_send_window)
-                .min(self.peer_max_frame as i64)
+                .min(self.peer.max_frame as i64)
                 .max(0) as usize;
             if let Some(chunk) = held {
                 if window == 0 && !chunk.is_empty() {
@@ -116,7 +116,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 let n = window.min(chunk.len());
                 let last = n == chunk.len();
                 let end = last && body.is_end_stream();
-                frame::write_data(&mut self.wbuf, id, &chunk[..n], end);
+                frame::write_data(&mut self.out.buf, id, &chunk[..n], end);
                 let _ = chunk.split_to(n);
                 s.send_window -= n as i64;
                 self.conn_send_window -= n as i64;
@@ -148,15 +148,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                         let trailers = f.into_trailers().unwrap_or_default();
                         self.scratch.clear();
                         encode_trailers(&mut self.scratch, &trailers);
-                        let block = self.table_update.apply(&self.scratch);
-                        frame::write_headers(&mut self.wbuf, id, &block, true, self.peer_max_frame);
+                        let block = self.peer.table.apply(&self.scratch);
+                        frame::write_headers(
+                            &mut self.out.buf,
+                            id,
+                            &block,
+                            true,
+                            self.peer.max_frame,
+                        );
                         s.sending = Sending::Done;
                         self.finish(id);
                         return false;
                     }
                 },
                 Poll::Ready(None) => {
-                    frame::write_data(&mut self.wbuf, id, &[], true);
+                    frame::write_data(&mut self.out.buf, id, &[], true);
                     s.sending = Sending::Done;
                     self.finish(id);
                     return false;

@@ -17,11 +17,16 @@ use http::{Response, Version};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
-use super::head::{Block, Collect, MAX_HEADER_LIST};
+use super::head::{Block, Collect};
 use super::stream::{Stream, StreamError};
 use super::H2Conn;
+use crate::h2::conn::{
+    self as h2conn, conn_error, Assembly, ConnError, Output, Partial, PeerSettings, RecvWindow,
+    Settings,
+};
 use crate::h2::frame::{self, flag, kind, setting, Head, Reason};
-use crate::h2::hpack::{Decoder, TableUpdate};
+use crate::h2::hpack::Decoder;
+use crate::h2::message::MAX_HEADER_LIST;
 use crate::upstream::error::Failure;
 
 /// The receive window weir announces for each stream (SETTINGS_INITIAL_WINDOW_SIZE).
@@ -96,26 +101,8 @@ struct Entry {
     received: u64,
 }
 
-/// An error that ends the connection: GOAWAY with `reason`.
-#[derive(Debug)]
-struct ConnError {
-    reason: Reason,
-    why: &'static str,
-}
-
-fn conn_error(reason: Reason, why: &'static str) -> ConnError {
-    ConnError { reason, why }
-}
-
 /// How the task ended; the label for the close metric.
 pub(super) type Exit = &'static str;
-
-/// A header block being collected across CONTINUATION frames.
-struct Partial {
-    stream: u32,
-    end_stream: bool,
-    block: BytesMut,
-}
 
 pub(super) struct Driver<IO> {
     io: IO,
@@ -124,9 +111,7 @@ pub(super) struct Driver<IO> {
     rx_closed: bool,
     credit: Arc<AtomicU32>,
     rbuf: BytesMut,
-    wbuf: Vec<u8>,
-    wpos: usize,
-    needs_flush: bool,
+    out: Output,
     decoder: Decoder,
     streams: HashMap<u32, Entry, foldhash::fast::RandomState>,
     /// The next stream id to use; ids below it were opened by us.
@@ -136,36 +121,31 @@ pub(super) struct Driver<IO> {
     /// Streams with something in `out`, in the order they get to send.
     sendable: VecDeque<u32>,
     settings_seen: bool,
-    peer_max_streams: usize,
-    peer_initial_window: i64,
-    peer_max_frame: usize,
+    peer: PeerSettings,
     conn_send_window: i64,
-    conn_recv_window: i64,
-    /// Connection credit collected and not yet sent.
-    conn_credit: u32,
+    recv: RecvWindow,
     partial: Option<Partial>,
     /// The last-stream-id of a GOAWAY the peer sent.
     goaway: Option<u32>,
     pings: VecDeque<(u64, oneshot::Sender<()>)>,
     ping_seq: u64,
-    table_update: TableUpdate,
 }
 
 /// Writes the preface and weir's SETTINGS and returns the task and its handle.
 pub(super) fn start<IO>(io: IO, conn: Arc<H2Conn>) -> (Driver<IO>, Handle) {
     let (tx, rx) = mpsc::unbounded_channel();
     let credit = Arc::new(AtomicU32::new(0));
-    let mut wbuf = Vec::with_capacity(READ_CHUNK);
-    wbuf.extend_from_slice(frame::PREFACE);
+    let mut out = Output::new(READ_CHUNK);
+    out.buf.extend_from_slice(frame::PREFACE);
     frame::write_settings(
-        &mut wbuf,
+        &mut out.buf,
         &[
             (setting::ENABLE_PUSH, 0),
             (setting::INITIAL_WINDOW_SIZE, STREAM_WINDOW),
             (setting::MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST as u32),
         ],
     );
-    frame::write_window_update(&mut wbuf, 0, CONN_WINDOW - frame::DEFAULT_WINDOW as u32);
+    frame::write_window_update(&mut out.buf, 0, CONN_WINDOW - frame::DEFAULT_WINDOW as u32);
     let driver = Driver {
         io,
         conn,
@@ -173,26 +153,20 @@ pub(super) fn start<IO>(io: IO, conn: Arc<H2Conn>) -> (Driver<IO>, Handle) {
         rx_closed: false,
         credit: credit.clone(),
         rbuf: BytesMut::with_capacity(READ_CHUNK),
-        wbuf,
-        wpos: 0,
-        needs_flush: false,
+        out,
         decoder: Decoder::new(4096),
         streams: HashMap::default(),
         next_id: 1,
         waiting: VecDeque::new(),
         sendable: VecDeque::new(),
         settings_seen: false,
-        peer_max_streams: usize::MAX,
-        peer_initial_window: frame::DEFAULT_WINDOW,
-        peer_max_frame: frame::DEFAULT_MAX_FRAME,
+        peer: PeerSettings::default(),
         conn_send_window: frame::DEFAULT_WINDOW,
-        conn_recv_window: i64::from(CONN_WINDOW),
-        conn_credit: 0,
+        recv: RecvWindow::new(CONN_WINDOW),
         partial: None,
         goaway: None,
         pings: VecDeque::new(),
         ping_seq: 0,
-        table_update: TableUpdate::NotNeeded,
     };
     (driver, Handle { tx, credit })
 }
@@ -219,10 +193,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
                     tracing::debug!(addr = %this.conn.addr, why = e.why, "HTTP/2 backend broke the protocol");
                     this.fail_all(Failure::Malformed);
                     // A client accepts no streams from the server: last-stream-id 0.
-                    frame::write_goaway(&mut this.wbuf, 0, e.reason);
-                    // One attempt to tell the peer why; the connection closes either way.
-                    let _ = Pin::new(&mut this.io).poll_write(cx, &this.wbuf[this.wpos..]);
-                    let _ = Pin::new(&mut this.io).poll_flush(cx);
+                    this.out.last_words(&mut this.io, cx, 0, e.reason);
                     return Poll::Ready("protocol-error");
                 }
                 Err(Ended::Closed(exit)) => {
@@ -302,8 +273,7 @@ impl<IO> Driver<IO> {
         (self.rx_closed || self.goaway.is_some())
             && self.streams.is_empty()
             && self.waiting.is_empty()
-            && self.wpos >= self.wbuf.len()
-            && !self.needs_flush
+            && self.out.idle()
     }
 }
 
@@ -322,7 +292,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             }
         }
         self.collect_credit();
-        if self.wbuf.len() - self.wpos < WRITE_HIGH_WATER {
+        if self.out.pending() < WRITE_HIGH_WATER {
             if self.rbuf.capacity() - self.rbuf.len() < MAX_FRAME / 2 {
                 self.rbuf.reserve(READ_CHUNK);
             }
@@ -337,33 +307,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             }
         }
         self.fill();
-        while self.wpos < self.wbuf.len() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err(Ended::Closed("io-error")),
-                Poll::Ready(Ok(n)) => {
-                    self.wpos += n;
-                    progress = true;
-                }
-                Poll::Pending => break,
-            }
-        }
-        if self.wpos > 0 && self.wpos == self.wbuf.len() {
-            self.wbuf.clear();
-            self.wpos = 0;
-            if self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
-                self.wbuf.shrink_to(READ_CHUNK);
-            }
-            self.needs_flush = true;
-        }
-        if self.needs_flush {
-            match Pin::new(&mut self.io).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.needs_flush = false,
-                Poll::Ready(Err(_)) => return Err(Ended::Closed("io-error")),
-                Poll::Pending => {}
-            }
+        match self.out.poll_send(&mut self.io, cx, 4 * WRITE_HIGH_WATER) {
+            Ok(moved) => progress |= moved,
+            Err(()) => return Err(Ended::Closed("io-error")),
         }
         // Streams the peer's lower limit held back may fit now.
-        if !self.waiting.is_empty() && self.streams.len() < self.peer_max_streams {
+        if !self.waiting.is_empty() && self.streams.len() < self.peer.max_streams {
             progress = true;
             if let Some(open) = self.waiting.pop_front() {
                 self.open(open);
@@ -379,12 +328,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
 
     /// Returns `n` bytes to the connection's receive window, in batches.
     fn credit_conn(&mut self, n: u32) {
-        self.conn_credit = self.conn_credit.saturating_add(n);
-        if self.conn_credit >= CONN_WINDOW / 4 {
-            frame::write_window_update(&mut self.wbuf, 0, self.conn_credit);
-            self.conn_recv_window += i64::from(self.conn_credit);
-            self.conn_credit = 0;
-        }
+        self.recv.credit(n, &mut self.out.buf);
     }
 
     fn command(&mut self, command: Command) {
@@ -401,7 +345,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                     if self.next_id > HIGHEST_STREAM {
                         self.conn.drain();
                     }
-                } else if self.streams.len() >= self.peer_max_streams {
+                } else if self.streams.len() >= self.peer.max_streams {
                     self.waiting.push_back(open);
                 } else {
                     self.open(open);
@@ -423,7 +367,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                     if n > 0 {
                         if let Some(e) = self.streams.get_mut(&id) {
                             if !e.recv_end {
-                                frame::write_window_update(&mut self.wbuf, id, n);
+                                frame::write_window_update(&mut self.out.buf, id, n);
                                 e.recv_window += i64::from(n);
                             }
                         }
@@ -441,7 +385,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             }
             Command::Ping(reply) => {
                 self.ping_seq += 1;
-                frame::write_ping(&mut self.wbuf, false, self.ping_seq.to_be_bytes());
+                frame::write_ping(&mut self.out.buf, false, self.ping_seq.to_be_bytes());
                 self.pings.push_back((self.ping_seq, reply));
             }
         }
@@ -459,13 +403,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     fn open(&mut self, open: Open) {
         let id = self.next_id;
         self.next_id += 2;
-        let block = self.table_update.apply(&open.block);
+        let block = self.peer.table.apply(&open.block);
         frame::write_headers(
-            &mut self.wbuf,
+            &mut self.out.buf,
             id,
             &block,
             open.end_stream,
-            self.peer_max_frame,
+            self.peer.max_frame,
         );
         open.stream.id.store(id, Ordering::Release);
         {
@@ -477,7 +421,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             id,
             Entry {
                 stream: open.stream,
-                send_window: self.peer_initial_window,
+                send_window: self.peer.initial_window,
                 recv_window: i64::from(STREAM_WINDOW),
                 out: VecDeque::new(),
                 sent_end: open.end_stream,
@@ -505,7 +449,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     /// Moves queued request data into the write buffer as far as the windows allow.
     fn fill(&mut self) {
         let mut blocked = Vec::new();
-        while self.wbuf.len() - self.wpos < WRITE_HIGH_WATER {
+        while self.out.pending() < WRITE_HIGH_WATER {
             let Some(id) = self.sendable.pop_front() else {
                 break;
             };
@@ -517,8 +461,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             };
             match out {
                 Out::Trailers(block) => {
-                    let block = self.table_update.apply(block);
-                    frame::write_headers(&mut self.wbuf, id, &block, true, self.peer_max_frame);
+                    let block = self.peer.table.apply(block);
+                    frame::write_headers(&mut self.out.buf, id, &block, true, self.peer.max_frame);
                     e.out.clear();
                     e.sent_end = true;
                 }
@@ -527,7 +471,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                     let allowed = e
                         .send_window
                         .min(self.conn_send_window)
-                        .min(self.peer_max_frame as i64)
+                        .min(self.peer.max_frame as i64)
                         .max(0) as usize;
                     if !data.is_empty() && allowed == 0 {
                         blocked.push(id);
@@ -535,7 +479,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                     }
                     let n = allowed.min(data.len());
                     let whole = n == data.len();
-                    frame::write_data(&mut self.wbuf, id, &data[..n], end && whole);
+                    frame::write_data(&mut self.out.buf, id, &data[..n], end && whole);
                     data.advance(n);
                     e.send_window -= n as i64;
                     self.conn_send_window -= n as i64;
@@ -564,7 +508,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     /// Resets stream `id`: sends RST_STREAM and ends the request with `error`, if any.
     fn reset(&mut self, id: u32, reason: Reason, error: Option<StreamError>) {
         if let Some(e) = self.streams.remove(&id) {
-            frame::write_rst_stream(&mut self.wbuf, id, reason);
+            frame::write_rst_stream(&mut self.out.buf, id, reason);
             self.retire(e, error);
         }
     }
@@ -593,41 +537,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
 
     /// Handles every whole frame in the read buffer.
     fn frames(&mut self) -> Result<(), ConnError> {
-        while self.rbuf.len() >= frame::HEADER_LEN {
-            let head = Head::parse(&self.rbuf);
-            if head.len > MAX_FRAME {
-                return Err(conn_error(
-                    Reason::FRAME_SIZE_ERROR,
-                    "frame over SETTINGS_MAX_FRAME_SIZE",
-                ));
-            }
-            if self.rbuf.len() < frame::HEADER_LEN + head.len {
-                self.rbuf
-                    .reserve(frame::HEADER_LEN + head.len - self.rbuf.len());
-                break;
-            }
-            self.rbuf.advance(frame::HEADER_LEN);
-            let payload = self.rbuf.split_to(head.len).freeze();
+        while let Some((head, payload)) = h2conn::next_frame(&mut self.rbuf, MAX_FRAME)? {
             self.frame(head, payload)?;
         }
         Ok(())
     }
 
     fn frame(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
-        if !self.settings_seen && head.kind != kind::SETTINGS {
-            return Err(conn_error(
-                Reason::PROTOCOL_ERROR,
-                "first frame is not SETTINGS",
-            ));
-        }
-        if let Some(partial) = &self.partial {
-            if head.kind != kind::CONTINUATION || head.stream != partial.stream {
-                return Err(conn_error(
-                    Reason::PROTOCOL_ERROR,
-                    "header block interrupted",
-                ));
-            }
-        }
+        h2conn::check_order(self.settings_seen, self.partial.as_ref(), head)?;
         match head.kind {
             kind::DATA => self.on_data(head, payload),
             kind::HEADERS => self.on_headers(head, payload),
@@ -668,13 +585,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             return Err(conn_error(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
         }
         let flow = payload.len() as i64;
-        self.conn_recv_window -= flow;
-        if self.conn_recv_window < 0 {
-            return Err(conn_error(
-                Reason::FLOW_CONTROL_ERROR,
-                "DATA over the connection window",
-            ));
-        }
+        self.recv.take(flow)?;
         let Some(range) = frame::unpad(head, &payload) else {
             return Err(conn_error(
                 Reason::PROTOCOL_ERROR,
@@ -747,66 +658,35 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     }
 
     fn on_headers(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
-        if head.stream == 0 {
-            return Err(conn_error(Reason::PROTOCOL_ERROR, "HEADERS on stream 0"));
-        }
-        if !self.ours(head.stream) {
+        if !self.ours(head.stream) && head.stream != 0 {
             return Err(conn_error(
                 Reason::PROTOCOL_ERROR,
                 "HEADERS on a stream weir did not open",
             ));
         }
-        let Some(range) = frame::unpad(head, &payload) else {
-            return Err(conn_error(
-                Reason::PROTOCOL_ERROR,
-                "padding longer than the frame",
-            ));
-        };
-        let mut fragment = payload.slice(range);
-        if head.has(flag::PRIORITY) {
-            if fragment.len() < 5 {
-                return Err(conn_error(
-                    Reason::FRAME_SIZE_ERROR,
-                    "HEADERS too short for its priority",
-                ));
+        match h2conn::start_block(head, &payload)? {
+            Assembly::Complete(f) => self.on_block(f.stream, f.end_stream, f.block),
+            Assembly::Partial(p) => {
+                self.partial = Some(p);
+                Ok(())
             }
-            fragment.advance(5);
         }
-        let end_stream = head.has(flag::END_STREAM);
-        if head.has(flag::END_HEADERS) {
-            return self.on_block(head.stream, end_stream, fragment);
-        }
-        let mut block = BytesMut::with_capacity(fragment.len() * 2);
-        block.extend_from_slice(&fragment);
-        self.partial = Some(Partial {
-            stream: head.stream,
-            end_stream,
-            block,
-        });
-        Ok(())
     }
 
     fn on_continuation(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
-        let Some(partial) = self.partial.as_mut() else {
+        let Some(partial) = self.partial.take() else {
             return Err(conn_error(
                 Reason::PROTOCOL_ERROR,
                 "CONTINUATION without HEADERS",
             ));
         };
-        if partial.block.len() + payload.len() > MAX_BLOCK {
-            return Err(conn_error(
-                Reason::ENHANCE_YOUR_CALM,
-                "header block too large",
-            ));
+        match h2conn::continue_block(partial, head, &payload, MAX_BLOCK)? {
+            Assembly::Complete(f) => self.on_block(f.stream, f.end_stream, f.block),
+            Assembly::Partial(p) => {
+                self.partial = Some(p);
+                Ok(())
+            }
         }
-        partial.block.extend_from_slice(&payload);
-        if !head.has(flag::END_HEADERS) {
-            return Ok(());
-        }
-        let Some(partial) = self.partial.take() else {
-            return Ok(());
-        };
-        self.on_block(partial.stream, partial.end_stream, partial.block.freeze())
     }
 
     /// A whole header block for stream `id`.
@@ -890,21 +770,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     }
 
     fn on_rst_stream(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
-        if payload.len() != 4 {
-            return Err(conn_error(
-                Reason::FRAME_SIZE_ERROR,
-                "RST_STREAM of the wrong size",
-            ));
-        }
-        if head.stream == 0 || !self.ours(head.stream) {
+        let reason = h2conn::rst_reason(head, payload)?;
+        if !self.ours(head.stream) {
             return Err(conn_error(
                 Reason::PROTOCOL_ERROR,
-                "RST_STREAM on stream 0 or an idle stream",
+                "RST_STREAM on an idle stream",
             ));
         }
-        let reason = Reason(u32::from_be_bytes([
-            payload[0], payload[1], payload[2], payload[3],
-        ]));
         let Some(e) = self.streams.remove(&head.stream) else {
             return Ok(());
         };
@@ -924,76 +796,22 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     }
 
     fn on_settings(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
-        if head.stream != 0 {
-            return Err(conn_error(Reason::PROTOCOL_ERROR, "SETTINGS on a stream"));
-        }
-        if head.has(flag::ACK) {
-            if !payload.is_empty() {
+        let Settings::Applied { window_delta } = self.peer.apply(head, payload)? else {
+            return Ok(());
+        };
+        for (id, e) in self.streams.iter_mut() {
+            if h2conn::grow(&mut e.send_window, window_delta).is_err() {
                 return Err(conn_error(
-                    Reason::FRAME_SIZE_ERROR,
-                    "SETTINGS ACK with a payload",
+                    Reason::FLOW_CONTROL_ERROR,
+                    "a stream window over 2^31-1",
                 ));
             }
-            return Ok(());
-        }
-        if payload.len() % 6 != 0 {
-            return Err(conn_error(
-                Reason::FRAME_SIZE_ERROR,
-                "SETTINGS of the wrong size",
-            ));
-        }
-        for s in payload.chunks_exact(6) {
-            let id = u16::from_be_bytes([s[0], s[1]]);
-            let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
-            match id {
-                setting::ENABLE_PUSH if value > 1 => {
-                    return Err(conn_error(
-                        Reason::PROTOCOL_ERROR,
-                        "SETTINGS_ENABLE_PUSH over 1",
-                    ));
-                }
-                setting::MAX_CONCURRENT_STREAMS => self.peer_max_streams = value as usize,
-                setting::INITIAL_WINDOW_SIZE => {
-                    let value = i64::from(value);
-                    if value > frame::MAX_WINDOW {
-                        return Err(conn_error(
-                            Reason::FLOW_CONTROL_ERROR,
-                            "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1",
-                        ));
-                    }
-                    let delta = value - self.peer_initial_window;
-                    self.peer_initial_window = value;
-                    for (id, e) in self.streams.iter_mut() {
-                        e.send_window += delta;
-                        if e.send_window > frame::MAX_WINDOW {
-                            return Err(conn_error(
-                                Reason::FLOW_CONTROL_ERROR,
-                                "a stream window over 2^31-1",
-                            ));
-                        }
-                        if delta > 0 && !e.out.is_empty() && !self.sendable.contains(id) {
-                            self.sendable.push_back(*id);
-                        }
-                    }
-                }
-                setting::MAX_FRAME_SIZE => {
-                    if !(frame::DEFAULT_MAX_FRAME as u32..=frame::MAX_FRAME_LIMIT).contains(&value)
-                    {
-                        return Err(conn_error(
-                            Reason::PROTOCOL_ERROR,
-                            "SETTINGS_MAX_FRAME_SIZE out of range",
-                        ));
-                    }
-                    self.peer_max_frame = value as usize;
-                }
-                setting::HEADER_TABLE_SIZE => self.table_update.on_setting(value),
-                // MAX_HEADER_LIST_SIZE
-                // is advisory. Unknown settings are ignored.
-                _ => {}
+            if window_delta > 0 && !e.out.is_empty() && !self.sendable.contains(id) {
+                self.sendable.push_back(*id);
             }
         }
-        frame::write_settings_ack(&mut self.wbuf);
-        self.conn.set_peer_streams(self.peer_max_streams);
+        frame::write_settings_ack(&mut self.out.buf);
+        self.conn.set_peer_streams(self.peer.max_streams);
         if !self.settings_seen {
             self.settings_seen = true;
             self.conn.mark_ready();
@@ -1002,17 +820,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     }
 
     fn on_ping(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
-        if head.stream != 0 {
-            return Err(conn_error(Reason::PROTOCOL_ERROR, "PING on a stream"));
-        }
-        let Ok(data) = <[u8; 8]>::try_from(payload) else {
-            return Err(conn_error(
-                Reason::FRAME_SIZE_ERROR,
-                "PING of the wrong size",
-            ));
-        };
+        let data = h2conn::ping_payload(head, payload)?;
         if !head.has(flag::ACK) {
-            frame::write_ping(&mut self.wbuf, true, data);
+            frame::write_ping(&mut self.out.buf, true, data);
             return Ok(());
         }
         let seq = u64::from_be_bytes(data);
@@ -1025,14 +835,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     }
 
     fn on_goaway(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
-        if head.stream != 0 {
-            return Err(conn_error(Reason::PROTOCOL_ERROR, "GOAWAY on a stream"));
-        }
-        if payload.len() < 8 {
-            return Err(conn_error(Reason::FRAME_SIZE_ERROR, "GOAWAY too short"));
-        }
-        let last =
-            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
+        let last = h2conn::goaway_last_stream(head, payload)?;
         let last = self.goaway.map_or(last, |prev| prev.min(last));
         self.goaway = Some(last);
         // Streams above the last-stream-id were not processed: safe to retry anywhere.
@@ -1064,26 +867,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     }
 
     fn on_window_update(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
-        if payload.len() != 4 {
-            return Err(conn_error(
-                Reason::FRAME_SIZE_ERROR,
-                "WINDOW_UPDATE of the wrong size",
-            ));
-        }
-        let increment = i64::from(
-            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff,
-        );
+        let increment = h2conn::window_increment(payload)?;
         if head.stream == 0 {
-            if increment == 0 {
-                return Err(conn_error(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE of 0"));
-            }
-            self.conn_send_window += increment;
-            if self.conn_send_window > frame::MAX_WINDOW {
-                return Err(conn_error(
-                    Reason::FLOW_CONTROL_ERROR,
-                    "connection window over 2^31-1",
-                ));
-            }
+            h2conn::grow_connection(&mut self.conn_send_window, increment)?;
             // Every stream with data waiting may go on now.
             for (id, e) in &self.streams {
                 if !e.out.is_empty() && !self.sendable.contains(id) {
@@ -1102,13 +888,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
         let Some(e) = self.streams.get_mut(&id) else {
             return Ok(());
         };
-        if increment == 0 {
-            self.reset(id, Reason::PROTOCOL_ERROR, Some(malformed()));
-            return Ok(());
-        }
-        e.send_window += increment;
-        if e.send_window > frame::MAX_WINDOW {
-            self.reset(id, Reason::FLOW_CONTROL_ERROR, Some(malformed()));
+        if let Err(reason) = h2conn::grow_stream(&mut e.send_window, increment) {
+            self.reset(id, reason, Some(malformed()));
             return Ok(());
         }
         if !e.out.is_empty() && !self.sendable.contains(&id) {

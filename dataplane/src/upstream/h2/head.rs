@@ -2,28 +2,18 @@
 //! HTTP/2's rules for messages (RFC 9113 §8.1–§8.3). A block that breaks them makes the
 //! response malformed: a stream error, never a crash or a half-built response.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::HeaderMap;
 use http::{HeaderValue, StatusCode};
 
-use crate::h2::hpack::{Field, Name, Pseudo, Value};
-use crate::http1::declared_length;
-
-/// The most header bytes (name + value + 32 per field) weir takes in one block; what it
-/// announces as SETTINGS_MAX_HEADER_LIST_SIZE.
-pub(super) const MAX_HEADER_LIST: usize = 64 << 10;
-
-/// Why a header block was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Malformed(pub(super) &'static str);
+use crate::h2::hpack::{Field, Pseudo};
+use crate::h2::message::{content_length, Admitted, Malformed, Rules};
 
 /// Collects fields while the block is decoded.
 pub(super) struct Collect {
     trailers: bool,
     status: Option<StatusCode>,
     headers: HeaderMap,
-    regular_seen: bool,
-    size: usize,
-    error: Option<Malformed>,
+    rules: Rules,
 }
 
 /// A checked header block.
@@ -44,52 +34,34 @@ impl Collect {
             trailers,
             status: None,
             headers: HeaderMap::new(),
-            regular_seen: false,
-            size: 0,
-            error: None,
+            rules: Rules::default(),
         }
     }
 
     pub(super) fn field(&mut self, field: Field) {
-        if self.error.is_some() {
-            return;
-        }
-        self.size += field.len() + 32;
-        if self.size > MAX_HEADER_LIST {
-            return self.fail("header list too large");
-        }
-        let value = match field.value {
-            Value::Valid(v) => v,
-            Value::Invalid(_) => return self.fail("invalid field value"),
-        };
-        match field.name {
-            Name::Pseudo(Pseudo::Status) if !self.trailers && !self.regular_seen => {
-                if self.status.is_some() {
-                    return self.fail("repeated :status");
-                }
-                match parse_status(&value) {
-                    Some(s) => self.status = Some(s),
-                    None => self.fail("invalid :status"),
-                }
-            }
-            Name::Pseudo(_) => self.fail("unexpected pseudo-header"),
-            Name::Invalid(_) => self.fail("invalid field name"),
-            Name::Header(name) => {
-                self.regular_seen = true;
-                if is_connection_specific(&name, &value) {
-                    return self.fail("connection-specific header field");
-                }
+        match self.rules.admit(field, self.trailers) {
+            None => {}
+            Some(Admitted::Regular(name, value)) => {
                 self.headers.append(name, value);
             }
+            Some(Admitted::Pseudo(Pseudo::Status, value)) => {
+                if self.status.is_some() {
+                    self.rules.fail::<()>("repeated :status");
+                } else if let Some(s) = parse_status(&value) {
+                    self.status = Some(s);
+                } else {
+                    self.rules.fail::<()>("invalid :status");
+                }
+            }
+            Some(Admitted::Pseudo(..)) => {
+                self.rules
+                    .fail::<()>("request or unknown pseudo-header in a response");
+            }
         }
-    }
-
-    fn fail(&mut self, why: &'static str) {
-        self.error = Some(Malformed(why));
     }
 
     pub(super) fn finish(self) -> Result<Block, Malformed> {
-        if let Some(e) = self.error {
+        if let Some(e) = self.rules.error {
             return Err(e);
         }
         if self.trailers {
@@ -102,16 +74,7 @@ impl Collect {
         if status.is_informational() {
             return Ok(Block::Interim);
         }
-        let content_length = match declared_length(
-            self.headers
-                .get_all(header::CONTENT_LENGTH)
-                .iter()
-                .map(HeaderValue::as_bytes),
-        ) {
-            None => None,
-            Some(Some(len)) => Some(len),
-            Some(None) => return Err(Malformed("invalid content-length")),
-        };
+        let content_length = content_length(&self.headers)?;
         Ok(Block::Response {
             status,
             headers: self.headers,
@@ -128,35 +91,15 @@ fn parse_status(value: &HeaderValue) -> Option<StatusCode> {
     StatusCode::from_bytes(b).ok()
 }
 
-/// Fields HTTP/2 forbids (RFC 9113 §8.2.2).
-fn is_connection_specific(name: &HeaderName, value: &HeaderValue) -> bool {
-    match name.as_str() {
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" => true,
-        "te" => value.as_bytes() != b"trailers",
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn field(name: &str, value: &str) -> Field {
-        let name = match name {
-            ":status" => Name::Pseudo(Pseudo::Status),
-            ":path" => Name::Pseudo(Pseudo::Path),
-            n => Name::Header(HeaderName::from_bytes(n.as_bytes()).expect("name")),
-        };
-        Field {
-            name,
-            value: Value::Valid(HeaderValue::from_str(value).expect("value")),
-        }
-    }
+    use crate::h2::message::MAX_HEADER_LIST;
 
     fn check(trailers: bool, fields: &[(&str, &str)]) -> Result<Block, Malformed> {
         let mut c = Collect::new(trailers);
         for (n, v) in fields {
-            c.field(field(n, v));
+            c.field(Field::text(n, v));
         }
         c.finish()
     }
@@ -205,13 +148,13 @@ mod tests {
         );
         assert_eq!(
             bad(false, &[("server", "x"), (":status", "200")]),
-            Some("unexpected pseudo-header")
+            Some("pseudo-header after regular fields or in trailers")
         );
         assert_eq!(bad(false, &[(":status", "20")]), Some("invalid :status"));
         assert_eq!(bad(false, &[(":status", "101")]), Some("101 in HTTP/2"));
         assert_eq!(
             bad(false, &[(":status", "200"), (":path", "/")]),
-            Some("unexpected pseudo-header")
+            Some("request or unknown pseudo-header in a response")
         );
         assert_eq!(
             bad(false, &[(":status", "200"), ("connection", "close")]),
@@ -234,7 +177,7 @@ mod tests {
         );
         assert_eq!(
             bad(true, &[(":status", "200")]),
-            Some("unexpected pseudo-header")
+            Some("pseudo-header after regular fields or in trailers")
         );
         let huge = "v".repeat(MAX_HEADER_LIST);
         assert_eq!(
