@@ -107,17 +107,11 @@ pub(crate) fn unpad(head: Head, payload: &[u8]) -> Option<std::ops::Range<usize>
     (end >= 1).then_some(1..end)
 }
 
-/// Payloads below this are copied out of the read buffer rather than sliced, so a peer's
-/// tiny DATA frames cannot each keep a whole read buffer alive while they wait to be read.
-const COPY_BELOW: usize = 1024;
-
-/// The bytes of `payload` in `range`, owned when small.
-pub(crate) fn own_small(payload: &bytes::Bytes, range: std::ops::Range<usize>) -> bytes::Bytes {
-    if range.len() < COPY_BELOW {
-        bytes::Bytes::copy_from_slice(&payload[range])
-    } else {
-        payload.slice(range)
-    }
+/// The bytes of `payload` in `range`, copied out of the read buffer: a slice would keep the
+/// whole buffer allocation alive for as long as the data waits to be read, so a peer's small
+/// frames could pin many times the memory its flow-control window allows.
+pub(crate) fn owned(payload: &[u8], range: std::ops::Range<usize>) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(&payload[range])
 }
 
 pub(crate) fn write_settings(out: &mut Vec<u8>, settings: &[(u16, u32)]) {

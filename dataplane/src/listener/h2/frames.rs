@@ -12,7 +12,7 @@ use super::body::{self, Inbound, RequestBody};
 use super::request::{Block, Collect};
 use super::{
     Conn, Keepalive, Sending, Stream, MAX_BLOCK, MAX_EARLY_RESETS, MAX_FRAME, MAX_STREAMS,
-    MAX_USELESS_FRAMES, STREAM_WINDOW,
+    MAX_USELESS_FRAMES, STREAM_WINDOW, USELESS_WINDOW,
 };
 use crate::h2::conn::{self as h2conn, conn_error, Assembly, ConnError, Fragment, Settings};
 use crate::h2::frame::{self, flag, kind, Head, Reason};
@@ -37,6 +37,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         }
         while let Some((head, payload)) = h2conn::next_frame(&mut self.rbuf, MAX_FRAME)? {
             self.frame(head, payload)?;
+            self.calm()?;
         }
         Ok(())
     }
@@ -62,13 +63,43 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         }
     }
 
-    /// Counts a frame that did nothing; too many of them close the connection.
+    /// Counts a frame that did nothing; too many of them within a window of time close the
+    /// connection (a flood), while a long-lived connection's occasional strays never add up.
     fn useless(&mut self) -> Result<(), ConnError> {
+        let now = tokio::time::Instant::now();
+        if now.duration_since(self.useless_since) > USELESS_WINDOW {
+            self.useless_since = now;
+            self.useless = 0;
+        }
         self.useless += 1;
         if self.useless > MAX_USELESS_FRAMES {
             return Err(conn_error(
                 Reason::ENHANCE_YOUR_CALM,
                 "too many frames that do nothing",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Resets a stream that never started (no handler ran): RST_STREAM, remembered as reset
+    /// by weir so what the client still sends on it is ignored.
+    fn refuse(&mut self, id: u32, reason: Reason) -> Result<(), ConnError> {
+        frame::write_rst_stream(&mut self.out.buf, id, reason);
+        self.remember_closed(id, true);
+        if reason != Reason::REFUSED_STREAM {
+            self.early_resets += 1;
+        }
+        self.calm()
+    }
+
+    /// Streams reset before their response, by the client or by weir because of what the client
+    /// sent, beyond those completed: too many is an attack (rapid reset, CVE-2023-44487, and
+    /// "made you reset", CVE-2025-8671).
+    pub(super) fn calm(&self) -> Result<(), ConnError> {
+        if self.early_resets > MAX_EARLY_RESETS && self.early_resets > self.completed {
+            return Err(conn_error(
+                Reason::ENHANCE_YOUR_CALM,
+                "too many streams reset early",
             ));
         }
         Ok(())
@@ -100,9 +131,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             // Closed: its bytes still count for the connection, and come back at once. A
             // stream weir reset may still have frames in flight: those are ignored.
             self.credit_conn(flow as u32);
-            if self.closed_how(id) != Some(true) {
-                frame::write_rst_stream(&mut self.out.buf, id, Reason::STREAM_CLOSED);
+            if self.closed_how(id) == Some(true) {
+                return Ok(());
             }
+            frame::write_rst_stream(&mut self.out.buf, id, Reason::STREAM_CLOSED);
             return self.useless();
         };
         if s.recv_end {
@@ -110,7 +142,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             self.reset(id, Reason::STREAM_CLOSED, "DATA after END_STREAM");
             return Ok(());
         }
-        let data = crate::h2::frame::own_small(&payload, range);
+        let data = crate::h2::frame::owned(&payload, range);
         s.recv_window -= flow;
         s.received += data.len() as u64;
         if s.recv_window < 0 {
@@ -145,7 +177,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 b.data.push_back(data);
             }
             if !end && padding > 0 {
+                // Padding is never read: it goes back with the stream's next update, or now
+                // if enough of it built up.
                 b.unreleased += padding as u32;
+                if b.unreleased >= STREAM_WINDOW / 4 {
+                    let n = b.take_release();
+                    frame::write_window_update(&mut self.out.buf, id, n);
+                    s.recv_window += i64::from(n);
+                }
             }
             if end {
                 b.end = true;
@@ -215,7 +254,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 .decode(&block, |_| {})
                 .map_err(|_| conn_error(Reason::COMPRESSION_ERROR, "undecodable header block"))?;
             return Err(match self.closed_how(id) {
-                Some(_) => conn_error(Reason::STREAM_CLOSED, "HEADERS on a closed stream"),
+                // Weir reset it: the client may have sent these before it learned (§5.1).
+                Some(true) => return Ok(()),
+                Some(false) => conn_error(Reason::STREAM_CLOSED, "HEADERS on a closed stream"),
                 None => conn_error(
                     Reason::PROTOCOL_ERROR,
                     "stream id lower than one already opened",
@@ -237,30 +278,24 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         }
         self.last_id = id;
         if depends_on == Some(id) {
-            frame::write_rst_stream(&mut self.out.buf, id, Reason::PROTOCOL_ERROR);
-            return Ok(());
+            return self.refuse(id, Reason::PROTOCOL_ERROR);
         }
         if self.goaway_sent.is_some() {
             // Opened after our GOAWAY: not processed, and the client knows it may retry.
             return Ok(());
         }
         if self.streams.len() >= MAX_STREAMS {
-            frame::write_rst_stream(&mut self.out.buf, id, Reason::REFUSED_STREAM);
-            return Ok(());
+            return self.refuse(id, Reason::REFUSED_STREAM);
         }
         let (head, content_length) = match collect.finish() {
             Ok(Block::Request {
                 head,
                 content_length,
             }) => (head, content_length),
-            Ok(Block::Trailers(_)) | Err(_) => {
-                frame::write_rst_stream(&mut self.out.buf, id, Reason::PROTOCOL_ERROR);
-                return Ok(());
-            }
+            Ok(Block::Trailers(_)) | Err(_) => return self.refuse(id, Reason::PROTOCOL_ERROR),
         };
         if end_stream && matches!(content_length, Some(n) if n > 0) {
-            frame::write_rst_stream(&mut self.out.buf, id, Reason::PROTOCOL_ERROR);
-            return Ok(());
+            return self.refuse(id, Reason::PROTOCOL_ERROR);
         }
         let (inbound, body) = if end_stream {
             (None, proxy_body::empty())
@@ -352,7 +387,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             } else {
                 frame::write_rst_stream(&mut self.out.buf, head.stream, Reason::FRAME_SIZE_ERROR);
             }
-            return Ok(());
+            return self.calm();
         }
         let dep =
             u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
@@ -366,10 +401,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             } else {
                 frame::write_rst_stream(&mut self.out.buf, head.stream, Reason::PROTOCOL_ERROR);
             }
-            return Ok(());
+            return self.calm();
         }
-        // Priorities are advisory (RFC 9113 §5.3.2): weir does not reorder responses.
-        self.useless()
+        // Priorities are advisory (RFC 9113 §5.3.2): weir does not reorder responses. Not
+        // counted as useless: clients send them as a matter of course.
+        Ok(())
     }
 
     fn on_rst_stream(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
@@ -381,20 +417,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             ));
         }
         let Some(s) = self.streams.remove(&head.stream) else {
-            return self.useless();
+            // Closed already: ignored (both ends may reset at once).
+            return Ok(());
         };
         self.remember_closed(head.stream, false);
         if !matches!(s.sending, Sending::Done) {
             self.early_resets += 1;
-            if self.early_resets > MAX_EARLY_RESETS && self.early_resets > self.completed {
-                return Err(conn_error(
-                    Reason::ENHANCE_YOUR_CALM,
-                    "too many streams reset early",
-                ));
-            }
         }
         self.abandon(s, "stream reset by the client");
-        Ok(())
+        self.calm()
     }
 
     fn on_settings(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
@@ -439,11 +470,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     fn on_window_update(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
         let increment = h2conn::window_increment(payload)?;
         if head.stream == 0 {
+            let was_shut = self.conn_send_window <= 0;
             h2conn::grow_connection(&mut self.conn_send_window, increment)?;
-            for (id, st) in &self.streams {
-                if matches!(st.sending, Sending::Body { .. }) {
-                    self.ready.push(*id);
-                }
+            if was_shut && self.conn_send_window > 0 {
+                // Only the streams the connection window stopped: not all of them per frame.
+                let blocked = std::mem::take(&mut self.conn_blocked);
+                self.ready.extend(blocked);
             }
             return Ok(());
         }
@@ -455,7 +487,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         }
         let id = head.stream;
         let Some(st) = self.streams.get_mut(&id) else {
-            return self.useless();
+            // Closed: clients credit what they read even after the end (ignored, cheaply).
+            return Ok(());
         };
         if let Err(reason) = h2conn::grow_stream(&mut st.send_window, increment) {
             self.reset(id, reason, "bad stream WINDOW_UPDATE");

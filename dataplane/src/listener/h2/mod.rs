@@ -22,10 +22,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::poll_fn;
 use futures_util::future::{AbortHandle, Abortable};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::Response;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -53,12 +54,17 @@ const BUDGET: usize = 32;
 /// Idle time before a PING checks that the client is still there, and how long its ACK may take.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Frames that do nothing (empty DATA, stray frames on closed streams) tolerated per
-/// connection before it is closed with ENHANCE_YOUR_CALM.
+/// Frames that do nothing (empty DATA, unknown types, stray frames on closed streams)
+/// tolerated per [`USELESS_WINDOW`] before the connection is closed with ENHANCE_YOUR_CALM.
 const MAX_USELESS_FRAMES: u32 = 10_000;
+const USELESS_WINDOW: Duration = Duration::from_secs(10);
 /// Streams the client may reset before their response, beyond the ones it completed
 /// (a guard against the rapid-reset attack, CVE-2023-44487).
 const MAX_EARLY_RESETS: u32 = 200;
+/// How long closing may take at each step: flushing the last frames, shutting the sending
+/// side, and lingering to read what the client still sends (at most [`LINGER_BYTES`]).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 << 10;
 
 type Handler =
     Abortable<Pin<Box<dyn Future<Output = (u32, Result<Response<ProxyBody>, Refused>)> + Send>>>;
@@ -73,9 +79,17 @@ pub(super) async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let addr = client.addr;
-    let conn = Conn::new(io, client, dataplane, drain);
-    if let Err(why) = conn.await {
-        tracing::debug!(client = %addr, why, "HTTP/2 client connection ended with an error");
+    let mut conn = Conn::new(io, client, dataplane, drain);
+    match poll_fn(|cx| conn.poll_serve(cx)).await {
+        Ended::Finished => conn.close().await,
+        Ended::Broken(why) => {
+            tracing::debug!(client = %addr, why, "HTTP/2 client broke the protocol");
+            conn.close().await;
+        }
+        Ended::Gone(why) if !why.is_empty() => {
+            tracing::debug!(client = %addr, why, "HTTP/2 client connection ended");
+        }
+        Ended::Gone(_) => {}
     }
 }
 
@@ -126,6 +140,8 @@ struct Conn<IO> {
     handlers: FuturesUnordered<Handler>,
     /// Streams whose response body is to be polled this round.
     ready: Vec<u32>,
+    /// Streams waiting for the connection's send window to open.
+    conn_blocked: Vec<u32>,
     /// The highest stream id the client opened.
     last_id: u32,
     peer: PeerSettings,
@@ -138,6 +154,7 @@ struct Conn<IO> {
     keepalive: Keepalive,
     timer: Pin<Box<Sleep>>,
     useless: u32,
+    useless_since: tokio::time::Instant,
     early_resets: u32,
     completed: u32,
     /// Recently closed streams, and whether weir reset them (frames still in flight on those
@@ -145,8 +162,8 @@ struct Conn<IO> {
     closed: VecDeque<(u32, bool)>,
 }
 
-/// How many closed streams are remembered.
-const CLOSED_MEMORY: usize = 64;
+/// How many closed streams are remembered: twice the streams that may be open at once.
+const CLOSED_MEMORY: usize = 2 * MAX_STREAMS;
 
 /// Why the connection ends abnormally.
 type End = &'static str;
@@ -194,6 +211,7 @@ impl<IO> Conn<IO> {
             streams: HashMap::default(),
             handlers: FuturesUnordered::new(),
             ready: Vec::new(),
+            conn_blocked: Vec::new(),
             last_id: 0,
             peer: PeerSettings::default(),
             conn_send_window: frame::DEFAULT_WINDOW,
@@ -204,6 +222,7 @@ impl<IO> Conn<IO> {
             keepalive: Keepalive::Idle { active: false },
             timer: Box::pin(tokio::time::sleep(KEEPALIVE_INTERVAL)),
             useless: 0,
+            useless_since: tokio::time::Instant::now(),
             early_resets: 0,
             completed: 0,
             closed: VecDeque::with_capacity(CLOSED_MEMORY),
@@ -218,32 +237,83 @@ impl<IO> Conn<IO> {
     }
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Conn<IO> {
-    type Output = Result<(), End>;
+/// How serving a connection ended.
+enum Ended {
+    /// Drained (or the client's GOAWAY) and every stream answered: close politely.
+    Finished,
+    /// A protocol error; GOAWAY is queued: get it out, then close.
+    Broken(&'static str),
+    /// The client closed, the socket failed, or the keepalive went unanswered.
+    Gone(&'static str),
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), End>> {
-        let this = &mut *self;
+impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
+    fn poll_serve(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
         for _ in 0..BUDGET {
-            match this.round(cx) {
+            match self.round(cx) {
                 Ok(true) => continue,
-                Ok(false) => {
-                    if this.finished() {
-                        return Poll::Ready(Ok(()));
-                    }
-                    return Poll::Pending;
-                }
+                Ok(false) if self.finished() => return Poll::Ready(Ended::Finished),
+                Ok(false) => return Poll::Pending,
                 Err(Stop::Conn(e)) => {
-                    let last = this.goaway_sent.unwrap_or(this.last_id);
-                    this.out.last_words(&mut this.io, cx, last, e.reason);
-                    return Poll::Ready(Err(e.why));
+                    let last = self.goaway_sent.unwrap_or(self.last_id);
+                    frame::write_goaway(&mut self.out.buf, last, e.reason);
+                    return Poll::Ready(Ended::Broken(e.why));
                 }
-                Err(Stop::Closed(why)) => {
-                    return Poll::Ready(if why.is_empty() { Ok(()) } else { Err(why) })
-                }
+                Err(Stop::Closed(why)) => return Poll::Ready(Ended::Gone(why)),
             }
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Ends a connection weir closes: what is queued (a GOAWAY last) goes out, the sending
+    /// side shuts (TLS close_notify), and what the client still sends is read and dropped for
+    /// a moment, so unread bytes do not make the kernel reset the connection over the last
+    /// frames before the client has read them.
+    async fn close(&mut self) {
+        self.abandon_all();
+        let flush = poll_fn(|cx| loop {
+            match self.out.poll_send(&mut self.io, cx, 4 * WRITE_HIGH_WATER) {
+                Err(()) => return Poll::Ready(false),
+                Ok(_) if self.out.idle() => return Poll::Ready(true),
+                Ok(true) => continue,
+                Ok(false) => return Poll::Pending,
+            }
+        });
+        if !matches!(tokio::time::timeout(CLOSE_GRACE, flush).await, Ok(true)) {
+            return;
+        }
+        if tokio::time::timeout(CLOSE_GRACE, self.io.shutdown())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut sink = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        let linger = async {
+            while left > 0 {
+                match self.io.read(&mut sink).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, linger).await;
+    }
+
+    /// Every stream fails now: its handler stops, its request body reports the close.
+    fn abandon_all(&mut self) {
+        self.handlers = FuturesUnordered::new();
+        for (_, s) in self.streams.drain() {
+            if let Some(inbound) = &s.inbound {
+                let mut b = body::lock(inbound);
+                if !b.end {
+                    b.error = Some("client connection closed");
+                }
+                b.wake();
+            }
+        }
     }
 }
 
@@ -268,8 +338,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             }
         }
         if !self.ready.is_empty() {
-            progress = true;
-            self.pump_ready();
+            progress |= self.pump_ready();
         }
         if self.out.pending() < WRITE_HIGH_WATER {
             if self.rbuf.capacity() - self.rbuf.len() < MAX_FRAME / 2 {
@@ -387,6 +456,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         if let Some(s) = self.streams.remove(&id) {
             frame::write_rst_stream(&mut self.out.buf, id, reason);
             self.remember_closed(id, true);
+            let early = !matches!(s.sending, Sending::Done);
+            let clients_doing = !matches!(
+                reason,
+                Reason::NO_ERROR | Reason::REFUSED_STREAM | Reason::INTERNAL_ERROR
+            );
+            if early && clients_doing {
+                // The client made weir reset a stream it had started working on.
+                self.early_resets += 1;
+            }
             self.abandon(s, why);
         }
     }

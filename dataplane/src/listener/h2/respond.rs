@@ -74,35 +74,49 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         self.maybe_remove(id);
     }
 
-    /// Polls the response bodies that woke (or got window), fairly, while there is room.
-    pub(super) fn pump_ready(&mut self) {
+    /// Polls the response bodies that woke (or got window), fairly, while there is room;
+    /// whether any of them moved (wrote a frame or ended).
+    pub(super) fn pump_ready(&mut self) -> bool {
+        if self.out.pending() >= WRITE_HIGH_WATER {
+            // They wait for the socket: the next write that frees room brings them back here.
+            return false;
+        }
         let mut ready = std::mem::take(&mut self.ready);
         ready.sort_unstable();
         ready.dedup();
         let mut later = Vec::new();
+        let mut moved = false;
         for id in ready {
             if self.out.pending() >= WRITE_HIGH_WATER {
                 later.push(id);
                 continue;
             }
-            if self.pump(id) {
-                later.push(id);
+            match self.pump(id) {
+                Turn::Idle => {}
+                Turn::Moved => moved = true,
+                Turn::More => {
+                    moved = true;
+                    later.push(id);
+                }
             }
         }
         // Whatever was pushed meanwhile (window updates) goes after the leftovers.
         later.append(&mut self.ready);
         self.ready = later;
+        moved
     }
 
-    /// Writes what stream `id`'s body has, within the windows; true if it should be polled
-    /// again next round (its turn ran out with more to send).
-    fn pump(&mut self, id: u32) -> bool {
+    /// Writes what stream `id`'s body has, within the windows. A body is polled even with no
+    /// window left, so its end and trailers (which need none) go out at once; data it yields
+    /// then waits, held, for a WINDOW_UPDATE.
+    fn pump(&mut self, id: u32) -> Turn {
+        let mut moved = false;
         for _ in 0..FRAMES_PER_TURN {
             let Some(s) = self.streams.get_mut(&id) else {
-                return false;
+                return Turn::from(moved);
             };
             let Sending::Body { body, held, waker } = &mut s.sending else {
-                return false;
+                return Turn::from(moved);
             };
             let window = s
                 .send_window
@@ -111,7 +125,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 .max(0) as usize;
             if let Some(chunk) = held {
                 if window == 0 && !chunk.is_empty() {
-                    return false;
+                    if self.conn_send_window <= 0 && !self.conn_blocked.contains(&id) {
+                        // A connection WINDOW_UPDATE brings it back; a stream one would too.
+                        self.conn_blocked.push(id);
+                    }
+                    return Turn::from(moved);
                 }
                 let n = window.min(chunk.len());
                 let last = n == chunk.len();
@@ -120,23 +138,20 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 let _ = chunk.split_to(n);
                 s.send_window -= n as i64;
                 self.conn_send_window -= n as i64;
+                moved = true;
                 if last {
                     *held = None;
                 }
                 if end {
                     s.sending = Sending::Done;
                     self.finish(id);
-                    return false;
+                    return Turn::Moved;
                 }
                 continue;
             }
-            if window == 0 {
-                // Wait for WINDOW_UPDATE, which queues the stream again.
-                return false;
-            }
             let mut cx = Context::from_waker(waker);
             match Pin::new(&mut *body).poll_frame(&mut cx) {
-                Poll::Pending => return false,
+                Poll::Pending => return Turn::from(moved),
                 Poll::Ready(Some(Ok(f))) => match f.into_data() {
                     Ok(data) => {
                         if data.is_empty() && !body.is_end_stream() {
@@ -158,22 +173,41 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                         );
                         s.sending = Sending::Done;
                         self.finish(id);
-                        return false;
+                        return Turn::Moved;
                     }
                 },
                 Poll::Ready(None) => {
                     frame::write_data(&mut self.out.buf, id, &[], true);
                     s.sending = Sending::Done;
                     self.finish(id);
-                    return false;
+                    return Turn::Moved;
                 }
                 Poll::Ready(Some(Err(error))) => {
                     tracing::debug!(stream = id, %error, "response body failed: resetting the client's stream");
                     self.reset(id, Reason::INTERNAL_ERROR, "response body failed");
-                    return false;
+                    return Turn::Moved;
                 }
             }
         }
-        true
+        Turn::More
+    }
+}
+
+/// What one stream's turn at the write buffer did.
+enum Turn {
+    /// Nothing: its body had nothing, or it waits for window.
+    Idle,
+    Moved,
+    /// Its turn ran out with more to send.
+    More,
+}
+
+impl From<bool> for Turn {
+    fn from(moved: bool) -> Self {
+        if moved {
+            Turn::Moved
+        } else {
+            Turn::Idle
+        }
     }
 }

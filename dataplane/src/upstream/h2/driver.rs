@@ -118,7 +118,9 @@ pub(super) struct Driver<IO> {
     next_id: u32,
     /// Opens beyond the peer's stream limit, waiting for a stream to end.
     waiting: VecDeque<Open>,
-    /// Streams with something in `out`, in the order they get to send.
+    /// Streams with something in `out`, in the order they get to send. Every such stream is
+    /// in it (once): `queue` adds it, `fill` puts it back while it has more or is blocked, so
+    /// window updates need not look for it.
     sendable: VecDeque<u32>,
     settings_seen: bool,
     peer: PeerSettings,
@@ -598,7 +600,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             self.credit_conn(flow as u32);
             return Ok(());
         };
-        let data = crate::h2::frame::own_small(&payload, range);
+        let data = crate::h2::frame::owned(&payload, range);
         let padding = flow as usize - data.len();
         let end = head.has(flag::END_STREAM);
         e.recv_window -= flow;
@@ -629,9 +631,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             }
             if end {
                 s.recv_end = true;
-            } else {
-                // Padding is never read: it goes back with the stream's next update.
+            } else if padding > 0 {
+                // Padding is never read: it goes back with the stream's next update, or now
+                // if enough of it built up.
                 s.unreleased += padding as u32;
+                if s.unreleased >= STREAM_WINDOW / 4 {
+                    let n = s.take_release();
+                    frame::write_window_update(&mut self.out.buf, id, n);
+                    e.recv_window += i64::from(n);
+                }
             }
             s.wake_reader();
         }
@@ -799,15 +807,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
         let Settings::Applied { window_delta } = self.peer.apply(head, payload)? else {
             return Ok(());
         };
-        for (id, e) in self.streams.iter_mut() {
+        for e in self.streams.values_mut() {
             if h2conn::grow(&mut e.send_window, window_delta).is_err() {
                 return Err(conn_error(
                     Reason::FLOW_CONTROL_ERROR,
                     "a stream window over 2^31-1",
                 ));
-            }
-            if window_delta > 0 && !e.out.is_empty() && !self.sendable.contains(id) {
-                self.sendable.push_back(*id);
             }
         }
         frame::write_settings_ack(&mut self.out.buf);
@@ -870,12 +875,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
         let increment = h2conn::window_increment(payload)?;
         if head.stream == 0 {
             h2conn::grow_connection(&mut self.conn_send_window, increment)?;
-            // Every stream with data waiting may go on now.
-            for (id, e) in &self.streams {
-                if !e.out.is_empty() && !self.sendable.contains(id) {
-                    self.sendable.push_back(*id);
-                }
-            }
+            // Streams with data waiting are in `sendable`: the next fill sends.
             return Ok(());
         }
         if !self.ours(head.stream) {
@@ -891,9 +891,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
         if let Err(reason) = h2conn::grow_stream(&mut e.send_window, increment) {
             self.reset(id, reason, Some(malformed()));
             return Ok(());
-        }
-        if !e.out.is_empty() && !self.sendable.contains(&id) {
-            self.sendable.push_back(id);
         }
         Ok(())
     }
