@@ -4,6 +4,8 @@
 use http::header::{self, HeaderMap, HeaderName};
 use http::Method;
 
+use super::table_enc::{Code, Encoder};
+
 /// Writes a request's header block: the pseudo-headers, then `headers` (which hold no
 /// hop-by-hop or connection-specific fields; any that slipped through are left out).
 pub(crate) fn encode_request(
@@ -33,8 +35,59 @@ pub(crate) fn encode_request(
     fields(out, headers);
 }
 
+/// Writes a response's header block with the connection's dynamic table: fields sent before
+/// become indexes, new ones are added (except credentials and long values).
+pub(crate) fn encode_response_indexed(
+    out: &mut Vec<u8>,
+    table: &mut Encoder,
+    status: http::StatusCode,
+    headers: &HeaderMap,
+) {
+    status_field(out, status);
+    for (name, value) in headers {
+        if is_connection_specific(name) {
+            continue;
+        }
+        if sensitive(name) || *name == header::SET_COOKIE {
+            literal_field(out, name, value.as_bytes(), true);
+            continue;
+        }
+        match table.code(name, value) {
+            Code::Indexed(i) => indexed(out, i),
+            Code::Literal => literal_field(out, name, value.as_bytes(), false),
+            Code::Insert => {
+                match static_index(name) {
+                    Some(i) => integer(out, i, 6, 0x40),
+                    None => {
+                        out.push(0x40);
+                        string(out, name.as_str().as_bytes());
+                    }
+                }
+                string(out, value.as_bytes());
+            }
+        }
+    }
+}
+
+fn literal_field(out: &mut Vec<u8>, name: &HeaderName, value: &[u8], never: bool) {
+    match static_index(name) {
+        Some(i) => literal_indexed_name(out, i, value, never),
+        None => {
+            out.push(if never { 0x10 } else { 0x00 });
+            string(out, name.as_str().as_bytes());
+            string(out, value);
+        }
+    }
+}
+
 /// Writes a response's header block: `:status`, then `headers`.
+#[cfg(test)]
 pub(crate) fn encode_response(out: &mut Vec<u8>, status: http::StatusCode, headers: &HeaderMap) {
+    status_field(out, status);
+    fields(out, headers);
+}
+
+fn status_field(out: &mut Vec<u8>, status: http::StatusCode) {
     match status.as_u16() {
         200 => indexed(out, 8),
         204 => indexed(out, 9),
@@ -45,7 +98,6 @@ pub(crate) fn encode_response(out: &mut Vec<u8>, status: http::StatusCode, heade
         500 => indexed(out, 14),
         _ => literal_indexed_name(out, 8, status.as_str().as_bytes(), false),
     }
-    fields(out, headers);
 }
 
 /// Writes a trailer block.
@@ -61,15 +113,7 @@ fn fields(out: &mut Vec<u8>, headers: &HeaderMap) {
         if name == header::TE && !value.as_bytes().eq_ignore_ascii_case(b"trailers") {
             continue;
         }
-        let never = sensitive(name);
-        match static_index(name) {
-            Some(i) => literal_indexed_name(out, i, value.as_bytes(), never),
-            None => {
-                out.push(if never { 0x10 } else { 0x00 });
-                string(out, name.as_str().as_bytes());
-                string(out, value.as_bytes());
-            }
-        }
+        literal_field(out, name, value.as_bytes(), sensitive(name));
     }
 }
 
@@ -244,6 +288,67 @@ mod tests {
                 .expect("decodes");
             assert_eq!(fields.len(), 2, "transfer-encoding is left out");
             assert_eq!(fields[0].name, Name::Pseudo(Pseudo::Status));
+        }
+    }
+
+    #[test]
+    fn repeated_response_fields_become_indexes() {
+        let mut headers = HeaderMap::new();
+        headers.insert("server", HeaderValue::from_static("nghttpd"));
+        headers.insert("x-custom", HeaderValue::from_static("v"));
+        headers.insert("authorization", HeaderValue::from_static("secret"));
+        let mut table = Encoder::new(4096);
+        let mut decoder = Decoder::new(4096);
+        let mut sizes = Vec::new();
+        for round in 0..3 {
+            let mut out = Vec::new();
+            if round == 2 {
+                headers.insert("x-custom", HeaderValue::from_static("w"));
+            }
+            encode_response_indexed(&mut out, &mut table, http::StatusCode::OK, &headers);
+            sizes.push(out.len());
+            let mut fields = Vec::new();
+            decoder
+                .decode(&Bytes::from(out), |f| fields.push(f))
+                .expect("decodes");
+            let values: Vec<_> = fields
+                .iter()
+                .map(|f| match &f.value {
+                    Value::Valid(v) => v.to_str().expect("ascii").to_string(),
+                    Value::Invalid(_) => panic!("invalid"),
+                })
+                .collect();
+            let custom = if round == 2 { "w" } else { "v" };
+            assert_eq!(values, ["200", "nghttpd", custom, "secret"]);
+        }
+        // Second response: :status, two indexes, and the credential again as a literal.
+        assert_eq!(sizes[1], 1 + 1 + 1 + 2 + 1 + "secret".len());
+        assert!(sizes[0] > sizes[1] && sizes[2] > sizes[1]);
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_oldest_in_step_with_the_decoder() {
+        let mut table = Encoder::new(200);
+        let mut decoder = Decoder::new(200);
+        for i in 0..50 {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "x-n",
+                HeaderValue::from_str(&format!("{}", i % 7)).expect("value"),
+            );
+            headers.insert(
+                "x-m",
+                HeaderValue::from_str(&format!("{}", i % 3)).expect("value"),
+            );
+            let mut out = Vec::new();
+            encode_response_indexed(&mut out, &mut table, http::StatusCode::OK, &headers);
+            let mut values = Vec::new();
+            decoder
+                .decode(&Bytes::from(out), |f| values.push(f.value))
+                .expect("decodes");
+            let want = |s: String| Value::Valid(HeaderValue::from_str(&s).expect("value"));
+            assert_eq!(values[1], want(format!("{}", i % 7)), "round {i}");
+            assert_eq!(values[2], want(format!("{}", i % 3)), "round {i}");
         }
     }
 

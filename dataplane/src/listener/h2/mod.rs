@@ -32,7 +32,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::h2::conn::{ConnError, Output, Partial, PeerSettings, RecvWindow};
 use crate::h2::frame::{self, setting, Reason};
-use crate::h2::hpack::Decoder;
+use crate::h2::hpack::{Decoder, Encoder};
 use crate::h2::message::MAX_HEADER_LIST;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::{ClientConn, Refused};
@@ -136,6 +136,8 @@ struct Conn<IO> {
     preface_done: bool,
     settings_seen: bool,
     decoder: Decoder,
+    /// The client's dynamic table as weir's response encoder fills it.
+    encoder: Encoder,
     streams: HashMap<u32, Stream, foldhash::fast::RandomState>,
     handlers: FuturesUnordered<Handler>,
     /// Streams whose response body is to be polled this round.
@@ -208,6 +210,7 @@ impl<IO> Conn<IO> {
             preface_done: false,
             settings_seen: false,
             decoder: Decoder::new(4096),
+            encoder: Encoder::new(4096),
             streams: HashMap::default(),
             handlers: FuturesUnordered::new(),
             ready: Vec::new(),
@@ -305,15 +308,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     /// Every stream fails now: its handler stops, its request body reports the close.
     fn abandon_all(&mut self) {
         self.handlers = FuturesUnordered::new();
-        for (_, s) in self.streams.drain() {
-            if let Some(inbound) = &s.inbound {
-                let mut b = body::lock(inbound);
-                if !b.end {
-                    b.error = Some("client connection closed");
-                }
-                b.wake();
-            }
-        }
+        self.fail_bodies();
     }
 }
 
@@ -485,7 +480,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 
 impl<IO> Drop for Conn<IO> {
     fn drop(&mut self) {
-        // The connection is gone: request bodies still being read fail instead of waiting.
+        self.fail_bodies();
+    }
+}
+
+impl<IO> Conn<IO> {
+    /// The connection is gone: request bodies still being read fail instead of waiting.
+    fn fail_bodies(&mut self) {
         for (_, s) in self.streams.drain() {
             if let Some(inbound) = &s.inbound {
                 let mut b = body::lock(inbound);

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::shared::StreamWaker;
 use super::{Conn, Sending, WRITE_HIGH_WATER};
 use crate::h2::frame::{self, Reason};
-use crate::h2::hpack::{encode_response, encode_trailers};
+use crate::h2::hpack::{encode_response_indexed, encode_trailers, TableUpdate};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::Refused;
 
@@ -35,7 +35,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         };
         let (head, body) = response.into_parts();
         self.scratch.clear();
-        encode_response(&mut self.scratch, head.status, &head.headers);
+        if self.peer.table == TableUpdate::Due {
+            // The client lowered its table: the update to 0 goes out first, then no indexing.
+            self.encoder.disable();
+        }
+        encode_response_indexed(
+            &mut self.scratch,
+            &mut self.encoder,
+            head.status,
+            &head.headers,
+        );
         let end = body.is_end_stream();
         let block = self.peer.table.apply(&self.scratch);
         frame::write_headers(&mut self.out.buf, id, &block, end, self.peer.max_frame);
