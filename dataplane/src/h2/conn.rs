@@ -193,6 +193,8 @@ pub(crate) struct PeerSettings {
     pub(crate) max_frame: usize,
     pub(crate) max_streams: usize,
     pub(crate) table: TableUpdate,
+    /// The peer decoder's table size as it last announced it.
+    pub(crate) table_size: u32,
 }
 
 impl Default for PeerSettings {
@@ -202,6 +204,7 @@ impl Default for PeerSettings {
             max_frame: frame::DEFAULT_MAX_FRAME,
             max_streams: usize::MAX,
             table: TableUpdate::NotNeeded,
+            table_size: super::hpack::DEFAULT_TABLE_SIZE,
         }
     }
 }
@@ -242,7 +245,10 @@ impl PeerSettings {
             let id = u16::from_be_bytes([s[0], s[1]]);
             let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
             match id {
-                setting::HEADER_TABLE_SIZE => self.table.on_setting(value),
+                setting::HEADER_TABLE_SIZE => {
+                    self.table.on_setting(value);
+                    self.table_size = value;
+                }
                 setting::ENABLE_PUSH if value > 1 => {
                     return Err(conn_error(
                         Reason::PROTOCOL_ERROR,

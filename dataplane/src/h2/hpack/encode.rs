@@ -6,35 +6,6 @@ use http::Method;
 
 use super::table_enc::{Code, Encoder};
 
-/// Writes a request's header block: the pseudo-headers, then `headers` (which hold no
-/// hop-by-hop or connection-specific fields; any that slipped through are left out).
-pub(crate) fn encode_request(
-    out: &mut Vec<u8>,
-    method: &Method,
-    scheme: &str,
-    authority: &str,
-    path: &str,
-    headers: &HeaderMap,
-) {
-    match *method {
-        Method::GET => indexed(out, 2),
-        Method::POST => indexed(out, 3),
-        ref other => literal_indexed_name(out, 2, other.as_str().as_bytes(), false),
-    }
-    match scheme {
-        "http" => indexed(out, 6),
-        "https" => indexed(out, 7),
-        other => literal_indexed_name(out, 6, other.as_bytes(), false),
-    }
-    literal_indexed_name(out, 1, authority.as_bytes(), false);
-    match path {
-        "/" => indexed(out, 4),
-        "/index.html" => indexed(out, 5),
-        other => literal_indexed_name(out, 4, other.as_bytes(), false),
-    }
-    fields(out, headers);
-}
-
 /// Writes a response's header block with the connection's dynamic table: fields sent before
 /// become indexes, new ones are added (except credentials and long values).
 pub(crate) fn encode_response_indexed(
@@ -44,15 +15,22 @@ pub(crate) fn encode_response_indexed(
     headers: &HeaderMap,
 ) {
     status_field(out, status);
+    indexed_fields(out, table, headers);
+}
+
+fn indexed_fields(out: &mut Vec<u8>, table: &mut Encoder, headers: &HeaderMap) {
     for (name, value) in headers {
         if is_connection_specific(name) {
+            continue;
+        }
+        if name == header::TE && !value.as_bytes().eq_ignore_ascii_case(b"trailers") {
             continue;
         }
         if sensitive(name) || *name == header::SET_COOKIE {
             literal_field(out, name, value.as_bytes(), true);
             continue;
         }
-        match table.code(name, value) {
+        match table.code(name.as_str(), value.as_bytes()) {
             Code::Indexed(i) => indexed(out, i),
             Code::Literal => literal_field(out, name, value.as_bytes(), false),
             Code::Insert => {
@@ -97,6 +75,52 @@ fn status_field(out: &mut Vec<u8>, status: http::StatusCode) {
         404 => indexed(out, 13),
         500 => indexed(out, 14),
         _ => literal_indexed_name(out, 8, status.as_str().as_bytes(), false),
+    }
+}
+
+/// Paths longer than this are not indexed: they rarely repeat and would crowd the table.
+const MAX_INDEXED_PATH: usize = 128;
+
+/// Writes a request's header block with the connection's dynamic table (see
+/// [`encode_response_indexed`]); `:authority`, short paths and the regular fields are indexed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_request_indexed(
+    out: &mut Vec<u8>,
+    table: &mut Encoder,
+    method: &Method,
+    scheme: &str,
+    authority: &str,
+    path: &str,
+    headers: &HeaderMap,
+) {
+    match *method {
+        Method::GET => indexed(out, 2),
+        Method::POST => indexed(out, 3),
+        ref other => literal_indexed_name(out, 2, other.as_str().as_bytes(), false),
+    }
+    match scheme {
+        "http" => indexed(out, 6),
+        "https" => indexed(out, 7),
+        other => literal_indexed_name(out, 6, other.as_bytes(), false),
+    }
+    pseudo(out, table, 1, ":authority", authority.as_bytes());
+    match path {
+        "/" => indexed(out, 4),
+        "/index.html" => indexed(out, 5),
+        p if p.len() <= MAX_INDEXED_PATH => pseudo(out, table, 4, ":path", p.as_bytes()),
+        p => literal_indexed_name(out, 4, p.as_bytes(), false),
+    }
+    indexed_fields(out, table, headers);
+}
+
+fn pseudo(out: &mut Vec<u8>, table: &mut Encoder, static_name: usize, name: &str, value: &[u8]) {
+    match table.code(name, value) {
+        Code::Indexed(i) => indexed(out, i),
+        Code::Literal => literal_indexed_name(out, static_name, value, false),
+        Code::Insert => {
+            integer(out, static_name, 6, 0x40);
+            string(out, value);
+        }
     }
 }
 
@@ -231,8 +255,9 @@ mod tests {
         headers.insert("x-long", HeaderValue::from_str(&long).expect("valid"));
         let mut out = Vec::new();
         let method = Method::from_bytes(b"PATCH").expect("method");
-        encode_request(
+        encode_request_indexed(
             &mut out,
+            &mut Encoder::new(0),
             &method,
             "https",
             "example.com:8443",
@@ -353,10 +378,45 @@ mod tests {
     }
 
     #[test]
+    fn repeated_requests_index_authority_path_and_fields() {
+        let mut headers = HeaderMap::new();
+        headers.insert("user-agent", HeaderValue::from_static("h2load"));
+        headers.insert("cookie", HeaderValue::from_static("s=1"));
+        let mut table = Encoder::new(4096);
+        let mut decoder = Decoder::new(4096);
+        let mut sizes = Vec::new();
+        for _ in 0..2 {
+            let mut out = Vec::new();
+            encode_request_indexed(
+                &mut out,
+                &mut table,
+                &Method::GET,
+                "http",
+                "a.example",
+                "/app/x",
+                &headers,
+            );
+            sizes.push(out.len());
+            let mut fields = Vec::new();
+            decoder
+                .decode(&Bytes::from(out), |f| fields.push(f))
+                .expect("decodes");
+            assert_eq!(fields.len(), 6);
+            assert_eq!(
+                fields[3].value,
+                Value::Valid(HeaderValue::from_static("/app/x"))
+            );
+        }
+        // method, scheme, then three indexes, then the cookie as a never-indexed literal.
+        assert_eq!(sizes[1], 1 + 1 + 1 + 1 + 1 + 2 + 1 + "s=1".len());
+    }
+
+    #[test]
     fn common_requests_are_small() {
         let mut out = Vec::new();
-        encode_request(
+        encode_request_indexed(
             &mut out,
+            &mut Encoder::new(0),
             &Method::GET,
             "http",
             "a.example",

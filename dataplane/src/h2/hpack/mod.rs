@@ -16,7 +16,7 @@ mod table_enc;
 use http::header::{HeaderName, HeaderValue};
 
 pub(crate) use decode::Decoder;
-pub(crate) use encode::{encode_request, encode_response_indexed, encode_trailers};
+pub(crate) use encode::{encode_request_indexed, encode_response_indexed, encode_trailers};
 pub(crate) use table_enc::Encoder;
 
 /// A dynamic table size update to 0 (RFC 7541 §6.3): what weir's encoder puts at the start

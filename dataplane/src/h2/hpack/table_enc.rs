@@ -1,11 +1,9 @@
-//! The encoder's side of the dynamic table (RFC 7541 §2.3.2, §4): response fields weir sent
-//! before on a connection go out again as one- or two-byte indexes, so the client decodes
-//! (and receives) far less per response.
+//! The encoder's side of the dynamic table (RFC 7541 §2.3.2, §4): fields weir sent before on
+//! a connection go out again as one- or two-byte indexes, so the peer decodes (and receives)
+//! far less per message.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-
-use http::header::{HeaderName, HeaderValue};
 
 /// Entry overhead counted towards the table size (RFC 7541 §4.1).
 const ENTRY_OVERHEAD: usize = 32;
@@ -14,8 +12,8 @@ const ENTRY_OVERHEAD: usize = 32;
 const MAX_INDEXED_VALUE: usize = 512;
 
 struct Entry {
-    name: HeaderName,
-    value: HeaderValue,
+    name: Box<str>,
+    value: Box<[u8]>,
     size: usize,
     /// Its insertion number: the newest entry has index 62, older ones count up from there.
     id: u64,
@@ -63,21 +61,22 @@ impl Encoder {
     }
 
     /// Decides how `name: value` goes out, updating the table as the peer's decoder will.
-    pub(super) fn code(&mut self, name: &HeaderName, value: &HeaderValue) -> Code {
+    /// `name` is a lower-case field name or a pseudo-header (`:authority`).
+    pub(super) fn code(&mut self, name: &str, value: &[u8]) -> Code {
         if self.max == 0 || value.len() > MAX_INDEXED_VALUE {
             return Code::Literal;
         }
-        let hash = self.hasher.hash_one((name.as_str(), value.as_bytes()));
+        let hash = self.hasher.hash_one((name, value));
         if let Some(&id) = self.by_field.get(&hash) {
             let newest = self.inserted - 1;
             let at = (newest - id) as usize;
             if let Some(e) = self.entries.get(at) {
-                if e.id == id && e.name == name && e.value == value {
+                if e.id == id && &*e.name == name && &*e.value == value {
                     return Code::Indexed(62 + at);
                 }
             }
         }
-        let size = name.as_str().len() + value.len() + ENTRY_OVERHEAD;
+        let size = name.len() + value.len() + ENTRY_OVERHEAD;
         if size > self.max {
             return Code::Literal;
         }
@@ -87,8 +86,8 @@ impl Encoder {
         let id = self.inserted;
         self.inserted += 1;
         self.entries.push_front(Entry {
-            name: name.clone(),
-            value: value.clone(),
+            name: name.into(),
+            value: value.into(),
             size,
             id,
             hash,

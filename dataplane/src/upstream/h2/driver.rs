@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -25,7 +25,7 @@ use crate::h2::conn::{
     Settings,
 };
 use crate::h2::frame::{self, flag, kind, setting, Head, Reason};
-use crate::h2::hpack::Decoder;
+use crate::h2::hpack::{Decoder, Encoder, DEFAULT_TABLE_SIZE, EMPTY_TABLE};
 use crate::h2::message::MAX_HEADER_LIST;
 use crate::upstream::error::Failure;
 
@@ -72,12 +72,47 @@ pub(super) struct Open {
 pub(super) struct Handle {
     tx: mpsc::UnboundedSender<Command>,
     pub(super) credit: Arc<AtomicU32>,
+    encoder: Arc<Mutex<RequestEncoder>>,
+}
+
+/// The connection's request encoder (HPACK against the backend's dynamic table), shared by
+/// the requests on it. A header block is encoded and its command queued under the lock, so
+/// blocks reach the wire in the order the table moved.
+pub(super) struct RequestEncoder {
+    pub(super) table: Encoder,
+    /// Every block starts with a table size update to 0: the backend lowered its table.
+    pub(super) shrunk: bool,
+}
+
+impl RequestEncoder {
+    /// Starts a header block (with the size update if one is owed).
+    pub(super) fn block(&self, capacity: usize) -> Vec<u8> {
+        let mut block = Vec::with_capacity(capacity);
+        if self.shrunk {
+            block.push(EMPTY_TABLE);
+        }
+        block
+    }
 }
 
 impl Handle {
     /// False once the connection task is gone.
     pub(super) fn send(&self, command: Command) -> bool {
         self.tx.send(command).is_ok()
+    }
+
+    /// Encodes a header block with `encode` and queues the command `wrap` makes of it, under
+    /// the encoder's lock; false once the connection task is gone.
+    pub(super) fn send_block(
+        &self,
+        capacity: usize,
+        encode: impl FnOnce(&mut Vec<u8>, &mut Encoder),
+        wrap: impl FnOnce(Vec<u8>) -> Command,
+    ) -> bool {
+        let mut enc = self.encoder.lock().unwrap_or_else(|e| e.into_inner());
+        let mut block = enc.block(capacity);
+        encode(&mut block, &mut enc.table);
+        self.tx.send(wrap(block)).is_ok()
     }
 }
 
@@ -131,12 +166,19 @@ pub(super) struct Driver<IO> {
     goaway: Option<u32>,
     pings: VecDeque<(u64, oneshot::Sender<()>)>,
     ping_seq: u64,
+    /// The requests' encoder, to follow the backend's table size.
+    handle_encoder: Arc<Mutex<RequestEncoder>>,
 }
 
 /// Writes the preface and weir's SETTINGS and returns the task and its handle.
 pub(super) fn start<IO>(io: IO, conn: Arc<H2Conn>) -> (Driver<IO>, Handle) {
     let (tx, rx) = mpsc::unbounded_channel();
     let credit = Arc::new(AtomicU32::new(0));
+    // No indexing until the backend's SETTINGS say how large its table is.
+    let encoder = Arc::new(Mutex::new(RequestEncoder {
+        table: Encoder::new(0),
+        shrunk: false,
+    }));
     let mut out = Output::new(READ_CHUNK);
     out.buf.extend_from_slice(frame::PREFACE);
     frame::write_settings(
@@ -169,8 +211,16 @@ pub(super) fn start<IO>(io: IO, conn: Arc<H2Conn>) -> (Driver<IO>, Handle) {
         goaway: None,
         pings: VecDeque::new(),
         ping_seq: 0,
+        handle_encoder: encoder.clone(),
     };
-    (driver, Handle { tx, credit })
+    (
+        driver,
+        Handle {
+            tx,
+            credit,
+            encoder,
+        },
+    )
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
@@ -336,9 +386,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     fn command(&mut self, command: Command) {
         match command {
             Command::Open(open) => {
-                if open.stream.lock().cancelled {
-                    return;
-                }
+                // A cancelled request is still opened (and reset at once): its header block
+                // may have added to the backend's HPACK table, which must stay in step.
                 if self.goaway.is_some() || self.next_id > HIGHEST_STREAM {
                     open.stream.lock().fail(StreamError {
                         failure: Failure::NotSent,
@@ -380,10 +429,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             Command::Reset(stream, reason) => {
                 if let Some(id) = self.id_of(&stream) {
                     self.reset(id, reason, None);
-                } else {
-                    // Not opened yet: drop it from the queue of waiting opens.
-                    self.waiting.retain(|o| !Arc::ptr_eq(&o.stream, &stream));
                 }
+                // Not opened yet: it stays in line (its header block must still go out, see
+                // `open`), and is reset as soon as it is opened.
             }
             Command::Ping(reply) => {
                 self.ping_seq += 1;
@@ -405,11 +453,24 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     fn open(&mut self, open: Open) {
         let id = self.next_id;
         self.next_id += 2;
-        let block = self.peer.table.apply(&open.block);
+        if open.stream.lock().cancelled {
+            // The request gave up before its stream opened. Its header block goes out anyway
+            // (without END_STREAM, so the request is never complete) to keep the backend's
+            // HPACK table in step, and the stream is reset right after.
+            frame::write_headers(
+                &mut self.out.buf,
+                id,
+                &open.block,
+                false,
+                self.peer.max_frame,
+            );
+            frame::write_rst_stream(&mut self.out.buf, id, Reason::CANCEL);
+            return;
+        }
         frame::write_headers(
             &mut self.out.buf,
             id,
-            &block,
+            &open.block,
             open.end_stream,
             self.peer.max_frame,
         );
@@ -463,8 +524,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             };
             match out {
                 Out::Trailers(block) => {
-                    let block = self.peer.table.apply(block);
-                    frame::write_headers(&mut self.out.buf, id, &block, true, self.peer.max_frame);
+                    frame::write_headers(&mut self.out.buf, id, block, true, self.peer.max_frame);
                     e.out.clear();
                     e.sent_end = true;
                 }
@@ -815,6 +875,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                 ));
             }
         }
+        self.adapt_encoder();
         frame::write_settings_ack(&mut self.out.buf);
         self.conn.set_peer_streams(self.peer.max_streams);
         if !self.settings_seen {
@@ -822,6 +883,35 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             self.conn.mark_ready();
         }
         Ok(())
+    }
+
+    /// Follows the backend's table size before its SETTINGS are acknowledged. The first
+    /// SETTINGS turn indexing on (unless they shrink the table). A table shrunk below the
+    /// default stops indexing for good, and every later block starts with a size update to 0;
+    /// blocks already encoded are written out first, so the update is the first thing the
+    /// backend reads after the acknowledgement.
+    fn adapt_encoder(&mut self) {
+        let shrunk = self.peer.table_size < DEFAULT_TABLE_SIZE;
+        {
+            let mut enc = self
+                .handle_encoder
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if !shrunk {
+                if !self.settings_seen && !enc.shrunk {
+                    enc.table = Encoder::new(DEFAULT_TABLE_SIZE as usize);
+                }
+                return;
+            }
+            if enc.shrunk {
+                return;
+            }
+            enc.table.disable();
+            enc.shrunk = true;
+        }
+        while let Ok(command) = self.rx.try_recv() {
+            self.command(command);
+        }
     }
 
     fn on_ping(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {

@@ -28,7 +28,7 @@ use self::driver::{Command, Handle, Open};
 use self::stream::{Cancel, PumpGuard, Stream};
 use super::error::{AttemptError, Failure};
 use super::select::Phase;
-use crate::h2::hpack::encode_request;
+use crate::h2::hpack::encode_request_indexed;
 use crate::metrics::BackendMetrics;
 use crate::policy::Keepalive;
 use crate::proxy::body::ProxyBody;
@@ -398,24 +398,31 @@ pub(crate) async fn send(
         }
     };
     let end_stream = body.is_end_stream();
-    let mut block = Vec::with_capacity(128);
     let uri = &head.uri;
-    encode_request(
-        &mut block,
-        &head.method,
-        uri.scheme_str().unwrap_or("http"),
-        uri.authority().map_or("", |a| a.as_str()),
-        uri.path_and_query().map_or("/", |p| p.as_str()),
-        &head.headers,
-    );
     let stream = Stream::new(handle.credit.clone(), end_stream);
-    let open = Open {
-        block,
-        end_stream,
-        head_request: head.method == Method::HEAD,
-        stream: stream.clone(),
-    };
-    if !handle.send(Command::Open(open)) {
+    let opened = handle.send_block(
+        128,
+        |block, table| {
+            encode_request_indexed(
+                block,
+                table,
+                &head.method,
+                uri.scheme_str().unwrap_or("http"),
+                uri.authority().map_or("", |a| a.as_str()),
+                uri.path_and_query().map_or("/", |p| p.as_str()),
+                &head.headers,
+            )
+        },
+        |block| {
+            Command::Open(Open {
+                block,
+                end_stream,
+                head_request: head.method == Method::HEAD,
+                stream: stream.clone(),
+            })
+        },
+    );
+    if !opened {
         return not_started(body, Failure::NotSent);
     }
     let cancel = Cancel {

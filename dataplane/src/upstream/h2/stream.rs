@@ -372,9 +372,11 @@ pub(super) async fn pump(
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
-                    let mut block = Vec::with_capacity(64);
-                    encode_trailers(&mut block, &trailers);
-                    handle.send(Command::Trailers(stream, block));
+                    handle.send_block(
+                        64,
+                        |block, _| encode_trailers(block, &trailers),
+                        |block| Command::Trailers(stream, block),
+                    );
                     return;
                 }
             }

@@ -26,8 +26,8 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 struct Peer {
     w: OwnedWriteHalf,
-    /// HEADERS frames from weir: (stream, flags).
-    heads: mpsc::UnboundedReceiver<(u32, u8)>,
+    /// HEADERS frames from weir: (stream, flags, header block).
+    heads: mpsc::UnboundedReceiver<(u32, u8, Vec<u8>)>,
     conn_window: Arc<AtomicI64>,
     conn_updates: Arc<AtomicU32>,
     stream_init: Arc<AtomicI64>,
@@ -36,7 +36,7 @@ struct Peer {
 
 async fn reader(
     mut r: OwnedReadHalf,
-    heads: mpsc::UnboundedSender<(u32, u8)>,
+    heads: mpsc::UnboundedSender<(u32, u8, Vec<u8>)>,
     conn_window: Arc<AtomicI64>,
     conn_updates: Arc<AtomicU32>,
     stream_init: Arc<AtomicI64>,
@@ -59,7 +59,7 @@ async fn reader(
         let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
         match h[3] {
             1 => {
-                let _ = heads.send((stream, h[4]));
+                let _ = heads.send((stream, h[4], p.clone()));
             }
             3 => rsts
                 .lock()
@@ -190,7 +190,7 @@ async fn dropped_complete_bodies_return_their_connection_window() {
                 Err(_) => panic!("send failed"),
             }
         });
-        let (id, _) = p.heads.recv().await.unwrap();
+        let (id, _, _) = p.heads.recv().await.unwrap();
         p.w.write_all(&frame(1, 4, id, &[0x88])).await.unwrap();
         let mut sw = p.stream_init.load(Ordering::SeqCst);
         let resp = req.await.unwrap();
@@ -233,7 +233,7 @@ async fn stray_frame_after_complete_response_keeps_it_whole() {
             Err(_) => panic!("send failed"),
         }
     });
-    let (id, flags) = p.heads.recv().await.unwrap();
+    let (id, flags, _) = p.heads.recv().await.unwrap();
     assert_eq!(flags & 1, 0, "request HEADERS without END_STREAM");
     let mut out = frame(1, 4, id, &[0x88]);
     out.extend(frame(0, 1, id, b"hello world"));
@@ -267,7 +267,7 @@ async fn drop_after_complete(rst: bool) -> u32 {
             Err(_) => panic!("send failed"),
         }
     });
-    let (id, _) = p.heads.recv().await.unwrap();
+    let (id, _, _) = p.heads.recv().await.unwrap();
     p.w.write_all(&frame(1, 4, id, &[0x88])).await.unwrap();
     let resp = req.await.unwrap();
     let mut sw = p.stream_init.load(Ordering::SeqCst);
@@ -302,5 +302,126 @@ async fn dropping_a_complete_body_returns_its_window_even_after_the_peer_reset()
     assert_eq!(
         with_rst, 1,
         "after RST_STREAM(NO_ERROR) the unread MiB is credited back too"
+    );
+}
+
+/// One GET with a `user-agent` through `conn`, answered 200 with no body; the request's
+/// header block as the peer received it.
+async fn one_get(conn: &Arc<H2Conn>, p: &mut Peer) -> Vec<u8> {
+    let slot = conn.try_reserve(100).expect("slot");
+    let parts = http::Request::get("http://a.example/app")
+        .header("user-agent", "weir-test")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    let req = tokio::spawn(async move {
+        let body = Replay::new(empty(), 0).attempt();
+        match send(slot, &parts, body).await {
+            Ok(r) => r.status(),
+            Err(_) => panic!("send failed"),
+        }
+    });
+    let (id, _, block) = p.heads.recv().await.unwrap();
+    p.w.write_all(&frame(1, 5, id, &[0x88])).await.unwrap();
+    assert_eq!(req.await.unwrap(), http::StatusCode::OK);
+    block
+}
+
+fn decoded(decoder: &mut crate::h2::hpack::Decoder, block: Vec<u8>) -> Vec<String> {
+    let mut values = Vec::new();
+    decoder
+        .decode(&bytes::Bytes::from(block), |f| match f.value {
+            crate::h2::hpack::Value::Valid(v) => values.push(v.to_str().unwrap().to_string()),
+            crate::h2::hpack::Value::Invalid(_) => panic!("invalid value"),
+        })
+        .expect("the backend can decode the block");
+    values
+}
+
+/// Requests after the first refer to the backend's dynamic table for what repeats, and the
+/// backend's decoder follows.
+#[tokio::test]
+async fn requests_are_indexed_against_the_backends_table() {
+    let (conn, mut p) = setup(&[]).await;
+    let mut decoder = crate::h2::hpack::Decoder::new(4096);
+    let mut sizes = Vec::new();
+    for _ in 0..3 {
+        let block = one_get(&conn, &mut p).await;
+        sizes.push(block.len());
+        assert_eq!(
+            decoded(&mut decoder, block),
+            ["GET", "http", "a.example", "/app", "weir-test"]
+        );
+    }
+    assert!(sizes[1] < sizes[0], "{sizes:?}");
+    assert_eq!(
+        sizes[1], 5,
+        "two static and three dynamic indexes: {sizes:?}"
+    );
+    assert_eq!(sizes[1], sizes[2]);
+}
+
+/// A backend that shrinks its table gets a size update to 0 at the start of every block and
+/// literals only.
+#[tokio::test]
+async fn a_shrunk_table_gets_a_size_update_and_literals() {
+    let (conn, mut p) = setup(&[0, 1, 0, 0, 0, 0]).await;
+    let mut decoder = crate::h2::hpack::Decoder::new(0);
+    let mut sizes = Vec::new();
+    for _ in 0..2 {
+        let block = one_get(&conn, &mut p).await;
+        assert_eq!(block[0], 0x20, "a size update to 0 first");
+        sizes.push(block.len());
+        assert_eq!(
+            decoded(&mut decoder, block),
+            ["GET", "http", "a.example", "/app", "weir-test"]
+        );
+    }
+    assert_eq!(sizes[0], sizes[1], "nothing indexed");
+}
+
+/// A request that gives up before its stream opened still has its header block sent (not
+/// complete, and reset at once), so the backend's HPACK table stays in step with weir's.
+#[tokio::test]
+async fn a_request_cancelled_before_its_stream_opened_keeps_hpack_in_step() {
+    let (conn, mut p) = setup(&[]).await;
+    let mut decoder = crate::h2::hpack::Decoder::new(4096);
+    let slot = conn.try_reserve(100).expect("slot");
+    let parts = http::Request::get("http://a.example/gone")
+        .header("user-agent", "weir-test")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    {
+        let body = Replay::new(empty(), 0).attempt();
+        let mut fut = Box::pin(send(slot, &parts, body));
+        // One poll encodes the block and queues the stream; then the request gives up.
+        std::future::poll_fn(|cx| {
+            let _ = std::future::Future::poll(fut.as_mut(), cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
+    }
+    let (id, flags, block) = tokio::time::timeout(Duration::from_secs(5), p.heads.recv())
+        .await
+        .expect("the cancelled request's HEADERS are sent")
+        .unwrap();
+    assert_eq!(flags & 1, 0, "no END_STREAM: the request is never complete");
+    assert_eq!(
+        decoded(&mut decoder, block),
+        ["GET", "http", "a.example", "/gone", "weir-test"]
+    );
+    // The next request refers to what the cancelled one added, and decodes right.
+    let block = one_get(&conn, &mut p).await;
+    assert_eq!(
+        decoded(&mut decoder, block),
+        ["GET", "http", "a.example", "/app", "weir-test"]
+    );
+    assert_eq!(
+        p.rsts.lock().unwrap().first(),
+        Some(&(id, 8)),
+        "reset with CANCEL"
     );
 }
