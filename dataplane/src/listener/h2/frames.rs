@@ -2,14 +2,15 @@
 //! connection and its streams (RFC 9113 §5, §6).
 
 use std::sync::Arc;
+use std::task::Waker;
 
 use bytes::{Buf, Bytes};
-use futures_util::future::{AbortHandle, Abortable};
 use http::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::body::{self, Inbound, RequestBody};
 use super::request::{Block, Collect};
+use super::shared::StreamWaker;
 use super::{
     Conn, Keepalive, Sending, Stream, MAX_BLOCK, MAX_EARLY_RESETS, MAX_FRAME, MAX_STREAMS,
     MAX_USELESS_FRAMES, STREAM_WINDOW, USELESS_WINDOW,
@@ -310,15 +311,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             };
             (Some(slot), ProxyBody::new(body))
         };
-        let (abort, registration) = AbortHandle::new_pair();
         let dataplane = self.dataplane.clone();
         let client = self.client.clone();
         let req = Request::from_parts(head, body);
-        let handler: super::Handler = Abortable::new(
-            Box::pin(async move { (id, dataplane.handle(req, &client).await) }),
-            registration,
-        );
-        self.handlers.push(handler);
+        let handler: super::Handler = Box::pin(async move { dataplane.handle(req, &client).await });
+        let waker = Waker::from(Arc::new(StreamWaker {
+            id,
+            shared: self.shared.clone(),
+        }));
+        self.ready.push(id);
         self.streams.insert(
             id,
             Stream {
@@ -328,7 +329,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 expected: content_length,
                 received: 0,
                 send_window: self.peer.initial_window,
-                sending: Sending::Handling(abort),
+                sending: Sending::Handling(handler),
+                waker,
             },
         );
         Ok(())

@@ -1,9 +1,9 @@
 //! weir's HTTP/2 server for client connections (RFC 9113).
 //!
 //! One task per connection owns the socket and every stream's protocol state. It runs the
-//! proxy's handler for each request stream itself (in a `FuturesUnordered`), and polls each
-//! response body with a waker that names the stream, so a body that has data is read and
-//! framed on the same task without a hand-off. Request bodies reach the handler through a
+//! proxy's handler for each request stream itself, then polls the response body, both with a
+//! waker that names the stream: what woke is polled on the same task, without a hand-off, and
+//! a stream that ends early simply drops its handler. Request bodies reach the handler through a
 //! small slot per stream (`body`); what handlers and bodies need to tell the task travels in
 //! `shared`.
 
@@ -23,8 +23,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::poll_fn;
-use futures_util::future::{AbortHandle, Abortable};
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::Response;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
@@ -66,8 +64,8 @@ const MAX_EARLY_RESETS: u32 = 200;
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 << 10;
 
-type Handler =
-    Abortable<Pin<Box<dyn Future<Output = (u32, Result<Response<ProxyBody>, Refused>)> + Send>>>;
+/// The proxy's work on one request, polled by the connection's task.
+type Handler = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Refused>> + Send>>;
 
 /// Serves one HTTP/2 client connection until it ends or, after `drain`, its streams are done.
 pub(super) async fn serve<I>(
@@ -95,13 +93,12 @@ pub(super) async fn serve<I>(
 
 /// What a stream's response side is doing.
 enum Sending {
-    /// The handler is working on the response.
-    Handling(AbortHandle),
+    /// The handler is working on the response (dropping it cancels the request).
+    Handling(Handler),
     /// Streaming the response body; a chunk the windows did not let out yet.
     Body {
         body: ProxyBody,
         held: Option<Bytes>,
-        waker: Waker,
     },
     Done,
 }
@@ -115,6 +112,8 @@ struct Stream {
     received: u64,
     send_window: i64,
     sending: Sending,
+    /// Wakes the connection's task for this stream (its handler or its response body).
+    waker: Waker,
 }
 
 enum Keepalive {
@@ -139,7 +138,6 @@ struct Conn<IO> {
     /// The client's dynamic table as weir's response encoder fills it.
     encoder: Encoder,
     streams: HashMap<u32, Stream, foldhash::fast::RandomState>,
-    handlers: FuturesUnordered<Handler>,
     /// Streams whose response body is to be polled this round.
     ready: Vec<u32>,
     /// Streams waiting for the connection's send window to open.
@@ -212,7 +210,6 @@ impl<IO> Conn<IO> {
             decoder: Decoder::new(4096),
             encoder: Encoder::new(4096),
             streams: HashMap::default(),
-            handlers: FuturesUnordered::new(),
             ready: Vec::new(),
             conn_blocked: Vec::new(),
             last_id: 0,
@@ -307,7 +304,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
 
     /// Every stream fails now: its handler stops, its request body reports the close.
     fn abandon_all(&mut self) {
-        self.handlers = FuturesUnordered::new();
         self.fail_bodies();
     }
 }
@@ -325,13 +321,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             progress = true;
         }
         self.events();
-        while let Poll::Ready(Some(done)) = self.handlers.poll_next_unpin(cx) {
-            progress = true;
-            // Err(Aborted): the client reset the stream, which is gone already.
-            if let Ok((id, result)) = done {
-                self.respond(id, result);
-            }
-        }
         if !self.ready.is_empty() {
             progress |= self.pump_ready();
         }
@@ -465,9 +454,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     }
 
     fn abandon(&mut self, s: Stream, why: &'static str) {
-        if let Sending::Handling(abort) = &s.sending {
-            abort.abort();
-        }
         if let Some(inbound) = &s.inbound {
             let mut b = body::lock(inbound);
             if !b.end {

@@ -2,14 +2,12 @@
 //! the stream's own waker and framed as far as the client's windows allow.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use http::Response;
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::shared::StreamWaker;
 use super::{Conn, Sending, WRITE_HIGH_WATER};
 use crate::h2::frame::{self, Reason};
 use crate::h2::hpack::{encode_response_indexed, encode_trailers, TableUpdate};
@@ -20,8 +18,8 @@ use crate::proxy::Refused;
 const FRAMES_PER_TURN: usize = 8;
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
-    /// The handler finished stream `id`: write the head, then stream the body.
-    pub(super) fn respond(&mut self, id: u32, result: Result<Response<ProxyBody>, Refused>) {
+    /// The handler finished stream `id`: write the head; the body follows.
+    fn respond(&mut self, id: u32, result: Result<Response<ProxyBody>, Refused>) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -53,16 +51,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             self.finish(id);
             return;
         }
-        let waker = Waker::from(Arc::new(StreamWaker {
-            id,
-            shared: self.shared.clone(),
-        }));
-        s.sending = Sending::Body {
-            body,
-            held: None,
-            waker,
-        };
-        self.ready.push(id);
+        // `pump`, which called this, goes on with the body.
+        s.sending = Sending::Body { body, held: None };
     }
 
     /// The response on stream `id` is complete.
@@ -124,7 +114,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
             let Some(s) = self.streams.get_mut(&id) else {
                 return Turn::from(moved);
             };
-            let Sending::Body { body, held, waker } = &mut s.sending else {
+            if let Sending::Handling(handler) = &mut s.sending {
+                let mut cx = Context::from_waker(&s.waker);
+                match handler.as_mut().poll(&mut cx) {
+                    Poll::Pending => return Turn::from(moved),
+                    Poll::Ready(result) => {
+                        self.respond(id, result);
+                        moved = true;
+                        continue;
+                    }
+                }
+            }
+            let Sending::Body { body, held } = &mut s.sending else {
                 return Turn::from(moved);
             };
             let window = s
@@ -158,7 +159,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
                 }
                 continue;
             }
-            let mut cx = Context::from_waker(waker);
+            let mut cx = Context::from_waker(&s.waker);
             match Pin::new(&mut *body).poll_frame(&mut cx) {
                 Poll::Pending => return Turn::from(moved),
                 Poll::Ready(Some(Ok(f))) => match f.into_data() {
