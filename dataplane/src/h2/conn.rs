@@ -395,7 +395,7 @@ pub(crate) struct Partial {
 }
 
 /// Where a header block stands after a HEADERS or CONTINUATION frame.
-pub(crate) enum Assembly {
+enum Assembly {
     Complete(Fragment),
     /// More CONTINUATION frames are to come.
     Partial(Partial),
@@ -407,8 +407,44 @@ impl Partial {
     }
 }
 
+/// A HEADERS frame: the whole block if it ends here, else `None` and the block waits in
+/// `partial` for its CONTINUATION frames.
+pub(crate) fn headers(
+    partial: &mut Option<Partial>,
+    head: Head,
+    payload: &Bytes,
+) -> Result<Option<Fragment>, ConnError> {
+    Ok(settle(partial, start_block(head, payload)?))
+}
+
+/// A CONTINUATION frame for the block in `partial`: the whole block once it ends.
+pub(crate) fn continuation(
+    partial: &mut Option<Partial>,
+    head: Head,
+    payload: &[u8],
+    max: usize,
+) -> Result<Option<Fragment>, ConnError> {
+    let Some(p) = partial.take() else {
+        return Err(conn_error(
+            Reason::PROTOCOL_ERROR,
+            "CONTINUATION without HEADERS",
+        ));
+    };
+    Ok(settle(partial, continue_block(p, head, payload, max)?))
+}
+
+fn settle(partial: &mut Option<Partial>, assembly: Assembly) -> Option<Fragment> {
+    match assembly {
+        Assembly::Complete(f) => Some(f),
+        Assembly::Partial(p) => {
+            *partial = Some(p);
+            None
+        }
+    }
+}
+
 /// Starts a header block from a HEADERS frame.
-pub(crate) fn start_block(head: Head, payload: &Bytes) -> Result<Assembly, ConnError> {
+fn start_block(head: Head, payload: &Bytes) -> Result<Assembly, ConnError> {
     let first = headers_fragment(head, payload)?;
     if head.has(flag::END_HEADERS) {
         return Ok(Assembly::Complete(first));
@@ -419,7 +455,7 @@ pub(crate) fn start_block(head: Head, payload: &Bytes) -> Result<Assembly, ConnE
 }
 
 /// Adds a CONTINUATION frame to `partial`; blocks over `max` bytes are refused.
-pub(crate) fn continue_block(
+fn continue_block(
     mut partial: Partial,
     head: Head,
     payload: &[u8],

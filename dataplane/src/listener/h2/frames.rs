@@ -15,7 +15,7 @@ use super::{
     Conn, Keepalive, Sending, Stream, MAX_BLOCK, MAX_EARLY_RESETS, MAX_FRAME, MAX_STREAMS,
     MAX_USELESS_FRAMES, STREAM_WINDOW, USELESS_WINDOW,
 };
-use crate::h2::conn::{self as h2conn, conn_error, Assembly, ConnError, Fragment, Settings};
+use crate::h2::conn::{self as h2conn, conn_error, ConnError, Fragment, Settings};
 use crate::h2::frame::{self, flag, kind, Head, Reason};
 use crate::proxy::body::{self as proxy_body, ProxyBody};
 
@@ -211,31 +211,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     }
 
     fn on_headers(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
-        match h2conn::start_block(head, &payload)? {
-            Assembly::Complete(f) => self.on_block(f),
-            Assembly::Partial(p) => {
-                self.partial = Some(p);
-                Ok(())
-            }
+        match h2conn::headers(&mut self.partial, head, &payload)? {
+            Some(f) => self.on_block(f),
+            None => Ok(()),
         }
     }
 
     fn on_continuation(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
-        let Some(partial) = self.partial.take() else {
-            return Err(conn_error(
-                Reason::PROTOCOL_ERROR,
-                "CONTINUATION without HEADERS",
-            ));
-        };
-        if payload.is_empty() && !head.has(flag::END_HEADERS) {
+        if self.partial.is_some() && payload.is_empty() && !head.has(flag::END_HEADERS) {
             self.useless()?;
         }
-        match h2conn::continue_block(partial, head, &payload, MAX_BLOCK)? {
-            Assembly::Complete(f) => self.on_block(f),
-            Assembly::Partial(p) => {
-                self.partial = Some(p);
-                Ok(())
-            }
+        match h2conn::continuation(&mut self.partial, head, &payload, MAX_BLOCK)? {
+            Some(f) => self.on_block(f),
+            None => Ok(()),
         }
     }
 

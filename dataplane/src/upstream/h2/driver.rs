@@ -21,8 +21,7 @@ use super::head::{Block, Collect};
 use super::stream::{Stream, StreamError};
 use super::H2Conn;
 use crate::h2::conn::{
-    self as h2conn, conn_error, Assembly, ConnError, Output, Partial, PeerSettings, RecvWindow,
-    Settings,
+    self as h2conn, conn_error, ConnError, Output, Partial, PeerSettings, RecvWindow, Settings,
 };
 use crate::h2::frame::{self, flag, kind, setting, Head, Reason};
 use crate::h2::hpack::{Decoder, Encoder, DEFAULT_TABLE_SIZE, EMPTY_TABLE};
@@ -732,28 +731,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                 "HEADERS on a stream weir did not open",
             ));
         }
-        match h2conn::start_block(head, &payload)? {
-            Assembly::Complete(f) => self.on_block(f.stream, f.end_stream, f.block),
-            Assembly::Partial(p) => {
-                self.partial = Some(p);
-                Ok(())
-            }
+        match h2conn::headers(&mut self.partial, head, &payload)? {
+            Some(f) => self.on_block(f.stream, f.end_stream, f.block),
+            None => Ok(()),
         }
     }
 
     fn on_continuation(&mut self, head: Head, payload: Bytes) -> Result<(), ConnError> {
-        let Some(partial) = self.partial.take() else {
-            return Err(conn_error(
-                Reason::PROTOCOL_ERROR,
-                "CONTINUATION without HEADERS",
-            ));
-        };
-        match h2conn::continue_block(partial, head, &payload, MAX_BLOCK)? {
-            Assembly::Complete(f) => self.on_block(f.stream, f.end_stream, f.block),
-            Assembly::Partial(p) => {
-                self.partial = Some(p);
-                Ok(())
-            }
+        match h2conn::continuation(&mut self.partial, head, &payload, MAX_BLOCK)? {
+            Some(f) => self.on_block(f.stream, f.end_stream, f.block),
+            None => Ok(()),
         }
     }
 
