@@ -612,3 +612,42 @@ async fn drain_answers_what_goaway_names_and_closes() {
         "stream 3, opened after the GOAWAY, is not answered"
     );
 }
+
+/// A client's GOAWAY, even with an error code weir does not know, changes nothing (RFC 9113
+/// §7): weir opens no streams for it to refuse, and keeps answering the client's frames and
+/// requests until the client closes. Failed once: weir closed as soon as it had nothing to
+/// answer, so a PING after the GOAWAY was answered only if it arrived in the same read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_goaway_with_an_unknown_code_keeps_the_connection() {
+    let backend = Backend::local("b").await;
+    let (weir, _dir) = weir_for(backend.addr, None, "h2s-client-goaway").await;
+    let mut c = Client::connect(weir.http, &[]).await;
+    c.send(&frame(4, 1, 0, &[])).await;
+    let mut goaway_ff = 0u32.to_be_bytes().to_vec();
+    goaway_ff.extend_from_slice(&0xffu32.to_be_bytes());
+    c.send(&frame(7, 0, 0, &goaway_ff)).await;
+    c.send(&frame(6, 0, 0, b"after-ga")).await;
+    let ack = c
+        .wait(Duration::from_secs(3), |f| f.kind == 6 && f.flags & 1 == 1)
+        .await;
+    assert_eq!(
+        ack.map(|f| f.payload),
+        Some(b"after-ga".to_vec()),
+        "the PING after the GOAWAY is answered"
+    );
+    // Sent only after the ACK arrived, so weir has handled the GOAWAY and gone idle.
+    c.send(&request(1, "GET", "/status/200", true)).await;
+    let answered = c
+        .wait(Duration::from_secs(3), |f| f.stream == 1 && f.kind == 1)
+        .await;
+    assert!(
+        answered.is_some(),
+        "a request after the client's GOAWAY is answered; frames seen: {:?}",
+        c.seen
+            .iter()
+            .map(|f| (f.kind, f.stream))
+            .collect::<Vec<_>>()
+    );
+    let g = c.seen.iter().find(|f| goaway(f));
+    assert!(g.is_none(), "weir sent GOAWAY {:?}", g.map(code));
+}

@@ -451,9 +451,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
     }
 
     fn on_goaway(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
+        // Checked, and otherwise informational: the client's last-stream-id is about streams
+        // weir would open, and weir opens none. Nothing closes because of it (whatever its
+        // code, RFC 9113 §7): the connection ends when the client closes it, or when weir
+        // drains, and until then its frames are answered.
         h2conn::goaway_last_stream(head, payload)?;
-        // The client opens nothing more; what it opened is still answered.
-        self.peer_goaway = true;
         Ok(())
     }
 

@@ -150,7 +150,6 @@ struct Conn<IO> {
     partial: Option<Partial>,
     /// The last-stream-id of the GOAWAY weir sent when draining.
     goaway_sent: Option<u32>,
-    peer_goaway: bool,
     keepalive: Keepalive,
     timer: Pin<Box<Sleep>>,
     useless: u32,
@@ -218,7 +217,6 @@ impl<IO> Conn<IO> {
             recv: RecvWindow::new(CONN_WINDOW),
             partial: None,
             goaway_sent: None,
-            peer_goaway: false,
             keepalive: Keepalive::Idle { active: false },
             timer: Box::pin(tokio::time::sleep(KEEPALIVE_INTERVAL)),
             useless: 0,
@@ -229,17 +227,15 @@ impl<IO> Conn<IO> {
         }
     }
 
-    /// Draining (or the client said GOAWAY), and nothing is left to answer or write.
+    /// Draining, and nothing is left to answer or write.
     fn finished(&self) -> bool {
-        (self.goaway_sent.is_some() || self.peer_goaway)
-            && self.streams.is_empty()
-            && self.out.idle()
+        self.goaway_sent.is_some() && self.streams.is_empty() && self.out.idle()
     }
 }
 
 /// How serving a connection ended.
 enum Ended {
-    /// Drained (or the client's GOAWAY) and every stream answered: close politely.
+    /// Drained and every stream answered: close politely.
     Finished,
     /// A protocol error; GOAWAY is queued: get it out, then close.
     Broken(&'static str),
