@@ -339,7 +339,7 @@ async fn close_after_the_request_is_possibly_processed() {
     let every_other_silent = || {
         let seen = AtomicUsize::new(0);
         move |_: &str| {
-            if seen.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            if seen.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
                 then_close("")
             } else {
                 keep(OK)

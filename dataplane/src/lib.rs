@@ -4,6 +4,7 @@
 //! ([`Dataplane::follow`]); its outputs are proxied requests and metrics.
 
 mod admin;
+mod boxed;
 mod h2;
 mod http1;
 mod listener;

@@ -234,7 +234,7 @@ impl PeerSettings {
             }
             return Ok(Settings::Ack);
         }
-        if payload.len() % 6 != 0 {
+        if !payload.len().is_multiple_of(6) {
             return Err(conn_error(
                 Reason::FRAME_SIZE_ERROR,
                 "SETTINGS of the wrong size",

@@ -128,8 +128,8 @@ impl Dataplane {
         });
         // Boxed: the dispatch state (retry loop, attempt, pool lease, protocol send) is a few
         // KiB; kept inline it would be copied each time a server moves the request's future (into
-        // its task, among others). One allocation and one copy instead.
-        let d = Box::pin(self.dispatch(&snapshot, req, client, start)).await;
+        // its task, among others). One allocation, written in place (`boxed::in_place`).
+        let d = crate::boxed::in_place(|| self.dispatch(&snapshot, req, client, start)).await;
         let mut completion = Completion {
             metrics: d.metrics,
             code: Code::Refused,

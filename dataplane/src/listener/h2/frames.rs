@@ -302,7 +302,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Conn<IO> {
         let dataplane = self.dataplane.clone();
         let client = self.client.clone();
         let req = Request::from_parts(head, body);
-        let handler: super::Handler = Box::pin(async move { dataplane.handle(req, &client).await });
+        let handler: super::Handler =
+            crate::boxed::in_place(|| async move { dataplane.handle(req, &client).await });
         let waker = Waker::from(Arc::new(StreamWaker {
             id,
             shared: self.shared.clone(),
