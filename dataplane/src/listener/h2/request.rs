@@ -13,8 +13,10 @@ use crate::h2::message::{content_length, Admitted, Malformed, Rules};
 /// Collects a request's (or its trailers') fields while the block is decoded.
 pub(super) struct Collect {
     trailers: bool,
-    method: Option<Bytes>,
-    scheme: Option<Bytes>,
+    /// Method and scheme are only read, so they stay the decoder's values; the authority and
+    /// path become parts of the URI, which takes them as `Bytes`.
+    method: Option<HeaderValue>,
+    scheme: Option<HeaderValue>,
     authority: Option<Bytes>,
     path: Option<Bytes>,
     headers: HeaderMap,
@@ -56,21 +58,19 @@ impl Collect {
             }
             Some(Admitted::Pseudo(p, v)) => (p, v),
         };
-        let slot = match pseudo {
-            Pseudo::Method => &mut self.method,
-            Pseudo::Scheme => &mut self.scheme,
-            Pseudo::Authority => &mut self.authority,
-            Pseudo::Path => &mut self.path,
+        let repeated = match pseudo {
+            Pseudo::Method => self.method.replace(value).is_some(),
+            Pseudo::Scheme => self.scheme.replace(value).is_some(),
+            Pseudo::Authority => self.authority.replace(owned(&value)).is_some(),
+            Pseudo::Path => self.path.replace(owned(&value)).is_some(),
             _ => {
                 self.rules.fail::<()>("unknown or response pseudo-header");
                 return;
             }
         };
-        if slot.is_some() {
+        if repeated {
             self.rules.fail::<()>("repeated pseudo-header");
-            return;
         }
-        *slot = Some(Bytes::copy_from_slice(value.as_bytes()));
     }
 
     pub(super) fn finish(mut self) -> Result<Block, Malformed> {
@@ -81,7 +81,8 @@ impl Collect {
             return Ok(Block::Trailers(self.headers));
         }
         let method = self.method.take().ok_or(Malformed("no :method"))?;
-        let method = Method::from_bytes(&method).map_err(|_| Malformed("invalid :method"))?;
+        let method =
+            Method::from_bytes(method.as_bytes()).map_err(|_| Malformed("invalid :method"))?;
         if let (Some(a), Some(host)) = (&self.authority, self.headers.get(header::HOST)) {
             if !a.eq_ignore_ascii_case(host.as_bytes()) {
                 return Err(Malformed("host differs from :authority"));
@@ -100,7 +101,12 @@ impl Collect {
             let authority = authority.ok_or(Malformed("CONNECT without :authority"))?;
             Uri::from(authority)
         } else {
-            let scheme = match self.scheme.take().ok_or(Malformed("no :scheme"))?.as_ref() {
+            let scheme = match self
+                .scheme
+                .take()
+                .ok_or(Malformed("no :scheme"))?
+                .as_bytes()
+            {
                 b"http" => Scheme::HTTP,
                 b"https" => Scheme::HTTPS,
                 other => Scheme::try_from(other).map_err(|_| Malformed("invalid :scheme"))?,
@@ -131,6 +137,10 @@ impl Collect {
             content_length,
         })
     }
+}
+
+fn owned(value: &HeaderValue) -> Bytes {
+    Bytes::copy_from_slice(value.as_bytes())
 }
 
 /// Cookie crumbs become one field before they travel on (RFC 9113 §8.2.3).
