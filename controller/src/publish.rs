@@ -92,11 +92,12 @@ impl Publisher {
         }
         let errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
         self.metrics.count_errors("compile", errors);
-        let unchanged = self
-            .tx
-            .borrow()
-            .as_ref()
-            .is_some_and(|current| current.same_config(&compiled.table));
+        // The compiler knows whether its table changed; a first one is compared.
+        let unchanged = self.tx.borrow().as_ref().is_some_and(|current| {
+            compiled
+                .changed
+                .map_or_else(|| current.same_config(&compiled.table), |changed| !changed)
+        });
         if unchanged {
             tracing::debug!("configuration unchanged; not republished");
             return false;

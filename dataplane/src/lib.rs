@@ -29,8 +29,9 @@ pub use proxy::AccessLog;
 pub use router::{normalize_host, Decision};
 pub use state::{Dataplane, Options, Snapshot};
 pub use table::{
-    system_roots, Backend, BackendId, BackendKey, Conflict, HostMatch, PathMatch, Protocol, Roots,
-    RouteTable, RouteTableBuilder, UpstreamTls, UpstreamTlsError,
+    system_roots, Backend, BackendId, BackendKey, Conflict, DefaultBackend, HostMatch, HostRoutes,
+    PathMatch, Protocol, Roots, Route, RouteTable, RouteTableBuilder, UpstreamTls,
+    UpstreamTlsError,
 };
 pub use tls::{TlsCertificate, TlsError};
 pub use upstream::{AttemptError, BackendPool, Failure, SafetyClass};

@@ -22,12 +22,14 @@ use crate::upstream::{BackendPool, Sweeper};
 #[derive(Debug)]
 pub struct Snapshot {
     pub table: Arc<RouteTable>,
-    pools: Vec<Arc<BackendPool>>,
+    pools: Vec<Option<Arc<BackendPool>>>,
 }
 
 impl Snapshot {
-    pub(crate) fn pool(&self, id: BackendId) -> &Arc<BackendPool> {
-        &self.pools[id.index()]
+    /// The pool of backend `id`; none if the table has no such backend (the builder never
+    /// lets a route name one).
+    pub(crate) fn pool(&self, id: BackendId) -> Option<&Arc<BackendPool>> {
+        self.pools.get(id.index())?.as_ref()
     }
 }
 
@@ -88,50 +90,65 @@ impl Dataplane {
     /// in-flight requests finish.
     pub fn apply(&self, table: Arc<RouteTable>) {
         let started = std::time::Instant::now();
+        let old = self.current.load_full();
+        let old_slots = old.table.backend_slots();
         let mut registry = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        // Pools are looked up in place (no key copies): with 10,000 backends an update that
-        // changes one of them should cost little on the thread that serves traffic.
-        let pools: Vec<_> = table
-            .backends()
-            .iter()
-            .map(|backend| {
-                let pool = match registry.get(&backend.key) {
-                    Some(pool) => pool.clone(),
-                    None => {
-                        let pool = BackendPool::new(
-                            backend.key.clone(),
-                            backend.policy.clone(),
-                            backend.tls.clone(),
-                            &self.metrics,
-                            &self.sweeper,
-                        );
-                        registry.insert(backend.key.clone(), pool.clone());
-                        pool
-                    }
-                };
-                pool.update(
-                    &backend.endpoints,
-                    backend.unavailable.as_deref(),
-                    &backend.policy,
-                );
-                pool
-            })
-            .collect();
-        if registry.len() > pools.len() {
-            let keep: HashSet<&BackendKey> = table.backends().iter().map(|b| &b.key).collect();
-            registry.retain(|key, _| {
-                let kept = keep.contains(key);
-                if !kept {
-                    tracing::debug!(backend = %key, "backend removed; its pool drains");
+        // A slot holding the very backend the serving table holds there keeps its pool as it
+        // is: with 10,000 backends, an update that changes one of them looks up one pool, on the
+        // thread that serves traffic.
+        let mut replaced: Vec<&BackendKey> = Vec::new();
+        let mut placed: HashSet<&BackendKey> = HashSet::default();
+        let slots = table.backend_slots();
+        let mut pools = Vec::with_capacity(slots.len());
+        for (i, slot) in slots.iter().enumerate() {
+            let before = old_slots.get(i).and_then(Option::as_ref);
+            let same = matches!((slot, before), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+            if same {
+                pools.push(old.pools.get(i).cloned().flatten());
+                continue;
+            }
+            if let Some(before) = before {
+                replaced.push(&before.key);
+            }
+            let Some(backend) = slot else {
+                pools.push(None);
+                continue;
+            };
+            placed.insert(&backend.key);
+            let pool = match registry.get(&backend.key) {
+                Some(pool) => pool.clone(),
+                None => {
+                    let pool = BackendPool::new(
+                        backend.key.clone(),
+                        backend.policy.clone(),
+                        backend.tls.clone(),
+                        &self.metrics,
+                        &self.sweeper,
+                    );
+                    registry.insert(backend.key.clone(), pool.clone());
+                    pool
                 }
-                kept
-            });
+            };
+            pool.update(
+                &backend.endpoints,
+                backend.unavailable.as_deref(),
+                &backend.policy,
+            );
+            pools.push(Some(pool));
+        }
+        replaced.extend(old_slots.iter().skip(slots.len()).flatten().map(|b| &b.key));
+        // A table holds one backend per key, so a key that left its slot is still served only
+        // if it was placed in another one.
+        for key in replaced {
+            if !placed.contains(key) && registry.remove(key).is_some() {
+                tracing::debug!(backend = %key, "backend removed; its pool drains");
+            }
         }
         drop(registry);
         tracing::info!(
             generation = table.generation,
             routes = table.route_count(),
-            backends = table.backends().len(),
+            backends = pools.iter().flatten().count(),
             apply_ms = started.elapsed().as_secs_f64() * 1e3,
             "route table applied"
         );
@@ -165,18 +182,14 @@ impl Dataplane {
     /// Every pool of the current table, as JSON.
     pub fn debug_pools(&self) -> serde_json::Value {
         let snapshot = self.snapshot();
-        serde_json::Value::Array(snapshot.pools.iter().map(|p| p.debug()).collect())
+        serde_json::Value::Array(snapshot.pools.iter().flatten().map(|p| p.debug()).collect())
     }
 
     /// The pool serving `key` right now, if the current table has that backend.
     pub fn pool(&self, key: &BackendKey) -> Option<Arc<BackendPool>> {
         let snapshot = self.snapshot();
-        let i = snapshot
-            .table
-            .backends()
-            .iter()
-            .position(|b| &b.key == key)?;
-        Some(snapshot.pools[i].clone())
+        let (id, _) = snapshot.table.backends().find(|(_, b)| &b.key == key)?;
+        snapshot.pool(id).cloned()
     }
 
     /// True once draining has started: connections close instead of taking more requests.

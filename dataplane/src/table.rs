@@ -274,6 +274,12 @@ pub struct HostRoutes {
 }
 
 impl HostRoutes {
+    /// Orders `routes` by precedence (longest path first; Exact before Prefix at equal length).
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by_key(|r| r.path.precedence());
+        Self { routes }
+    }
+
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
@@ -323,16 +329,20 @@ impl fmt::Display for HostMatch {
 }
 
 /// The whole configuration the dataplane serves.
+///
+/// Hosts and their routes are shared (`Arc`) between a table and the next one built from the
+/// same builder, so a table of 10,000 hosts is copied, compared and dropped by reference counts.
 #[derive(Debug, Default, Serialize)]
 pub struct RouteTable {
     /// Set by the publisher; increases with every published table.
     pub generation: u64,
-    pub(crate) exact_hosts: HashMap<String, HostRoutes>,
-    pub(crate) wildcard_hosts: HashMap<String, HostRoutes>,
-    pub(crate) any_host: HostRoutes,
+    pub(crate) exact_hosts: HashMap<Arc<str>, Arc<HostRoutes>>,
+    pub(crate) wildcard_hosts: HashMap<Arc<str>, Arc<HostRoutes>>,
+    pub(crate) any_host: Arc<HostRoutes>,
     pub(crate) default_backend: Option<DefaultBackend>,
-    /// Shared with the compiler, which keeps them for the next table.
-    pub(crate) backends: Vec<Arc<Backend>>,
+    /// Indexed by [`BackendId`]. A slot is empty when its backend was removed and no other took
+    /// its place yet: ids stay stable while backends come and go. No route names an empty slot.
+    pub(crate) backends: Vec<Option<Arc<Backend>>>,
     pub(crate) tls: TlsTable,
 }
 
@@ -344,12 +354,22 @@ pub struct DefaultBackend {
 }
 
 impl RouteTable {
-    pub fn backends(&self) -> &[Arc<Backend>] {
+    /// Every backend, with its id.
+    pub fn backends(&self) -> impl Iterator<Item = (BackendId, &Arc<Backend>)> {
+        self.backends
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| Some((BackendId(i), b.as_ref()?)))
+    }
+
+    /// The backend slots by id, empty ones included.
+    pub fn backend_slots(&self) -> &[Option<Arc<Backend>>] {
         &self.backends
     }
 
-    pub fn backend(&self, id: BackendId) -> &Backend {
-        &self.backends[id.0]
+    /// The backend `id` names, if it is in this table.
+    pub fn backend(&self, id: BackendId) -> Option<&Backend> {
+        self.backends.get(id.0)?.as_deref()
     }
 
     pub fn tls(&self) -> &TlsTable {
@@ -370,34 +390,87 @@ impl RouteTable {
             + self.any_host.routes.len()
     }
 
-    /// Compares everything but the generation and key material identity.
+    /// Compares everything but the generation and key material identity. Tables built from one
+    /// builder share what did not change, so those parts compare by pointer.
     pub fn same_config(&self, other: &RouteTable) -> bool {
         // Cheap differences first: most changes add or remove something.
         if self.backends.len() != other.backends.len()
             || self.exact_hosts.len() != other.exact_hosts.len()
-            || self.route_count() != other.route_count()
         {
             return false;
         }
-        self.exact_hosts == other.exact_hosts
-            && self.wildcard_hosts == other.wildcard_hosts
-            && self.any_host == other.any_host
+        same_hosts(&self.exact_hosts, &other.exact_hosts)
+            && same_hosts(&self.wildcard_hosts, &other.wildcard_hosts)
+            && (Arc::ptr_eq(&self.any_host, &other.any_host) || self.any_host == other.any_host)
             && self.default_backend == other.default_backend
             && self
                 .backends
                 .iter()
                 .zip(&other.backends)
-                // Backends the compiler kept are shared by both tables.
-                .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+                .all(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                    (None, None) => true,
+                    _ => false,
+                })
             && self.tls == other.tls
     }
+}
+
+impl RouteTable {
+    /// Whether both tables route every request alike to equal backends and serve the same
+    /// certificates, whatever ids their backends have.
+    pub fn serves_like(&self, other: &RouteTable) -> bool {
+        let same_routes = |a: &HostRoutes, b: &HostRoutes| {
+            a.routes.len() == b.routes.len()
+                && a.routes.iter().zip(&b.routes).all(|(x, y)| {
+                    x.name == y.name
+                        && x.path == y.path
+                        && self.backend(x.backend) == other.backend(y.backend)
+                })
+        };
+        let same_hosts = |a: &HashMap<Arc<str>, Arc<HostRoutes>>,
+                          b: &HashMap<Arc<str>, Arc<HostRoutes>>| {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(h, r)| b.get(h).is_some_and(|s| same_routes(r, s)))
+        };
+        fn live(t: &RouteTable) -> Vec<&Backend> {
+            let mut all: Vec<&Backend> = t.backends().map(|(_, b)| &**b).collect();
+            all.sort_by(|a, b| a.key.cmp(&b.key));
+            all
+        }
+        let same_default = match (&self.default_backend, &other.default_backend) {
+            (Some(a), Some(b)) => {
+                a.name == b.name && self.backend(a.backend) == other.backend(b.backend)
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        same_hosts(&self.exact_hosts, &other.exact_hosts)
+            && same_hosts(&self.wildcard_hosts, &other.wildcard_hosts)
+            && same_routes(&self.any_host, &other.any_host)
+            && same_default
+            && live(self) == live(other)
+            && self.tls == other.tls
+    }
+}
+
+fn same_hosts(
+    a: &HashMap<Arc<str>, Arc<HostRoutes>>,
+    b: &HashMap<Arc<str>, Arc<HostRoutes>>,
+) -> bool {
+    a.len() == b.len()
+        && a.iter().all(|(host, routes)| {
+            b.get(host)
+                .is_some_and(|other| Arc::ptr_eq(routes, other) || routes == other)
+        })
 }
 
 /// Certificates by SNI name.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct TlsTable {
-    pub(crate) exact: HashMap<String, TlsCertificate>,
-    pub(crate) wildcard: HashMap<String, TlsCertificate>,
+    pub(crate) exact: HashMap<Arc<str>, TlsCertificate>,
+    pub(crate) wildcard: HashMap<Arc<str>, TlsCertificate>,
     pub(crate) default: Option<TlsCertificate>,
 }
 
@@ -406,7 +479,7 @@ impl TlsTable {
     pub fn lookup(&self, server_name: Option<&str>) -> Option<&TlsCertificate> {
         let by_name = server_name.and_then(|name| {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
-            self.exact.get(&name).or_else(|| {
+            self.exact.get(name.as_str()).or_else(|| {
                 let (_, suffix) = name.split_once('.')?;
                 self.wildcard.get(suffix)
             })
@@ -419,12 +492,22 @@ impl TlsTable {
     }
 }
 
-/// Builds a [`RouteTable`]. The first route added for a (host, path) wins; later duplicates are
-/// returned as errors so the caller can report them.
+/// Builds [`RouteTable`]s. Two ways to use it:
+///
+/// - claim by claim ([`backend`](Self::backend), [`route`](Self::route), ...): the first route
+///   added for a (host, path) wins and later duplicates are returned as errors, so the caller
+///   can report them; then [`build`](Self::build);
+/// - slot by slot, for a caller that settles conflicts itself and keeps the builder from one
+///   configuration to the next: [`set_routes`](Self::set_routes),
+///   [`add_backend`](Self::add_backend), ..., and [`table`](Self::table) for each version. A
+///   table costs a copy of reference counts; what did not change is shared with the last one.
 #[derive(Default)]
 pub struct RouteTableBuilder {
     table: RouteTable,
+    /// Claim by claim: backends by key, so a backend added twice is one.
     backend_ids: HashMap<BackendKey, BackendId>,
+    /// Slot by slot: empty slots, for the next backend added.
+    free: Vec<BackendId>,
 }
 
 /// A route or certificate that lost to an earlier one.
@@ -433,6 +516,37 @@ pub struct RouteTableBuilder {
 pub struct Conflict {
     pub what: String,
     pub winner: String,
+}
+
+impl Conflict {
+    /// `path` on `host` was claimed first by `winner`.
+    pub fn route(host: &HostMatch, path: &PathMatch, winner: &str) -> Self {
+        Conflict {
+            what: format!("host {host} path {path:?}"),
+            winner: winner.to_string(),
+        }
+    }
+
+    pub fn default_backend(winner: &str) -> Self {
+        Conflict {
+            what: "the default backend".to_string(),
+            winner: winner.to_string(),
+        }
+    }
+
+    pub fn certificate(host: &HostMatch, winner: &str) -> Self {
+        Conflict {
+            what: format!("the certificate for {host}"),
+            winner: winner.to_string(),
+        }
+    }
+
+    pub fn certificate_without_host() -> Self {
+        Conflict {
+            what: "a TLS entry without a host".to_string(),
+            winner: "no one (hosts are required for TLS)".to_string(),
+        }
+    }
 }
 
 impl RouteTableBuilder {
@@ -445,12 +559,11 @@ impl RouteTableBuilder {
     pub fn with_capacity(backends: usize, hosts: usize) -> Self {
         let mut b = Self::default();
         b.table.backends.reserve(backends);
-        b.backend_ids.reserve(backends);
         b.table.exact_hosts.reserve(hosts);
         b
     }
 
-    /// Adds a backend, or returns the id of the identical one already added.
+    /// Adds a backend, or returns the id of the one with the same key already added.
     pub fn backend(&mut self, backend: impl Into<Arc<Backend>>) -> BackendId {
         let backend = backend.into();
         if let Some(id) = self.backend_ids.get(&backend.key) {
@@ -458,8 +571,21 @@ impl RouteTableBuilder {
         }
         let id = BackendId(self.table.backends.len());
         self.backend_ids.insert(backend.key.clone(), id);
-        self.table.backends.push(backend);
+        self.table.backends.push(Some(backend));
         id
+    }
+
+    fn routes_mut(&mut self, host: &HostMatch) -> &mut HostRoutes {
+        let routes = match host {
+            HostMatch::Exact(h) => self.table.exact_hosts.entry(h.as_str().into()).or_default(),
+            HostMatch::Wildcard(s) => self
+                .table
+                .wildcard_hosts
+                .entry(s.as_str().into())
+                .or_default(),
+            HostMatch::Any => &mut self.table.any_host,
+        };
+        Arc::make_mut(routes)
     }
 
     pub fn route(
@@ -469,16 +595,9 @@ impl RouteTableBuilder {
         name: impl Into<Arc<str>>,
         backend: BackendId,
     ) -> Result<(), Conflict> {
-        let routes = match host {
-            HostMatch::Exact(h) => self.table.exact_hosts.entry(h.clone()).or_default(),
-            HostMatch::Wildcard(s) => self.table.wildcard_hosts.entry(s.clone()).or_default(),
-            HostMatch::Any => &mut self.table.any_host,
-        };
+        let routes = self.routes_mut(host);
         if let Some(existing) = routes.routes.iter().find(|r| r.path == path) {
-            return Err(Conflict {
-                what: format!("host {host} path {:?}", path),
-                winner: existing.name.to_string(),
-            });
+            return Err(Conflict::route(host, &path, &existing.name));
         }
         routes.routes.push(Route {
             name: name.into(),
@@ -494,10 +613,7 @@ impl RouteTableBuilder {
         backend: BackendId,
     ) -> Result<(), Conflict> {
         if let Some(existing) = &self.table.default_backend {
-            return Err(Conflict {
-                what: "the default backend".to_string(),
-                winner: existing.name.to_string(),
-            });
+            return Err(Conflict::default_backend(&existing.name));
         }
         self.table.default_backend = Some(DefaultBackend {
             name: name.into(),
@@ -508,20 +624,14 @@ impl RouteTableBuilder {
 
     pub fn certificate(&mut self, host: &HostMatch, cert: TlsCertificate) -> Result<(), Conflict> {
         let slot = match host {
-            HostMatch::Exact(h) => self.table.tls.exact.entry(h.clone()),
-            HostMatch::Wildcard(s) => self.table.tls.wildcard.entry(s.clone()),
-            HostMatch::Any => {
-                return Err(Conflict {
-                    what: "a TLS entry without a host".to_string(),
-                    winner: "no one (hosts are required for TLS)".to_string(),
-                })
-            }
+            HostMatch::Exact(h) => self.table.tls.exact.entry(h.as_str().into()),
+            HostMatch::Wildcard(s) => self.table.tls.wildcard.entry(s.as_str().into()),
+            HostMatch::Any => return Err(Conflict::certificate_without_host()),
         };
         match slot {
-            std::collections::hash_map::Entry::Occupied(e) => Err(Conflict {
-                what: format!("the certificate for {host}"),
-                winner: e.get().source().to_string(),
-            }),
+            std::collections::hash_map::Entry::Occupied(e) => {
+                Err(Conflict::certificate(host, e.get().source()))
+            }
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(cert);
                 Ok(())
@@ -534,10 +644,130 @@ impl RouteTableBuilder {
     }
 
     pub fn build(mut self) -> RouteTable {
-        let sort = |h: &mut HostRoutes| h.routes.sort_by_key(|r| r.path.precedence());
+        let sort =
+            |h: &mut Arc<HostRoutes>| Arc::make_mut(h).routes.sort_by_key(|r| r.path.precedence());
         self.table.exact_hosts.values_mut().for_each(sort);
         self.table.wildcard_hosts.values_mut().for_each(sort);
         sort(&mut self.table.any_host);
         self.table
+    }
+
+    /// Replaces the routes of `host` (none: the host is gone). Returns whether anything changed.
+    pub fn set_routes(&mut self, host: &HostMatch, routes: HostRoutes) -> bool {
+        fn set(
+            map: &mut HashMap<Arc<str>, Arc<HostRoutes>>,
+            host: &str,
+            routes: HostRoutes,
+        ) -> bool {
+            if routes.is_empty() {
+                return map.remove(host).is_some();
+            }
+            match map.get_mut(host) {
+                Some(current) if **current == routes => false,
+                Some(current) => {
+                    *current = Arc::new(routes);
+                    true
+                }
+                None => {
+                    map.insert(host.into(), Arc::new(routes));
+                    true
+                }
+            }
+        }
+        match host {
+            HostMatch::Exact(h) => set(&mut self.table.exact_hosts, h, routes),
+            HostMatch::Wildcard(s) => set(&mut self.table.wildcard_hosts, s, routes),
+            HostMatch::Any if *self.table.any_host == routes => false,
+            HostMatch::Any => {
+                self.table.any_host = Arc::new(routes);
+                true
+            }
+        }
+    }
+
+    /// Puts a backend in a free slot (keys are not compared: one backend per key is the
+    /// caller's to keep).
+    pub fn add_backend(&mut self, backend: Arc<Backend>) -> BackendId {
+        match self.free.pop() {
+            Some(id) => {
+                self.table.backends[id.0] = Some(backend);
+                id
+            }
+            None => {
+                self.table.backends.push(Some(backend));
+                BackendId(self.table.backends.len() - 1)
+            }
+        }
+    }
+
+    /// Replaces the backend in slot `id`. Returns whether it was another one.
+    pub fn replace_backend(&mut self, id: BackendId, backend: Arc<Backend>) -> bool {
+        match self.table.backends.get_mut(id.0) {
+            Some(Some(current)) if Arc::ptr_eq(current, &backend) || **current == *backend => false,
+            Some(slot) => {
+                *slot = Some(backend);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Empties slot `id`; no route may name it any more.
+    pub fn remove_backend(&mut self, id: BackendId) {
+        if let Some(slot) = self.table.backends.get_mut(id.0) {
+            if slot.take().is_some() {
+                self.free.push(id);
+            }
+        }
+    }
+
+    /// Returns whether it changed.
+    pub fn set_default_backend(&mut self, default: Option<DefaultBackend>) -> bool {
+        let changed = self.table.default_backend != default;
+        self.table.default_backend = default;
+        changed
+    }
+
+    /// The certificate served for `host` (none: no certificate). Returns whether it changed.
+    pub fn set_certificate(&mut self, host: &HostMatch, cert: Option<TlsCertificate>) -> bool {
+        let (map, name) = match host {
+            HostMatch::Exact(h) => (&mut self.table.tls.exact, h.as_str()),
+            HostMatch::Wildcard(s) => (&mut self.table.tls.wildcard, s.as_str()),
+            HostMatch::Any => return false,
+        };
+        match cert {
+            None => map.remove(name).is_some(),
+            Some(cert) => match map.get_mut(name) {
+                Some(current) if *current == cert => false,
+                Some(current) => {
+                    *current = cert;
+                    true
+                }
+                None => {
+                    map.insert(name.into(), cert);
+                    true
+                }
+            },
+        }
+    }
+
+    /// Returns whether it changed.
+    pub fn set_default_certificate(&mut self, cert: Option<TlsCertificate>) -> bool {
+        let changed = self.table.tls.default != cert;
+        self.table.tls.default = cert;
+        changed
+    }
+
+    /// The table as it is now; the builder keeps it for the next changes.
+    pub fn table(&self) -> RouteTable {
+        RouteTable {
+            generation: 0,
+            exact_hosts: self.table.exact_hosts.clone(),
+            wildcard_hosts: self.table.wildcard_hosts.clone(),
+            any_host: self.table.any_host.clone(),
+            default_backend: self.table.default_backend.clone(),
+            backends: self.table.backends.clone(),
+            tls: self.table.tls.clone(),
+        }
     }
 }

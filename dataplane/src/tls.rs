@@ -28,7 +28,7 @@ pub enum TlsError {
 /// A certificate chain with its signing key, and the name of the object it came from.
 #[derive(Clone)]
 pub struct TlsCertificate {
-    source: String,
+    source: Arc<str>,
     key: Arc<CertifiedKey>,
 }
 
@@ -52,7 +52,7 @@ impl TlsCertificate {
         let certified = CertifiedKey::new(chain, signing_key);
         certified.keys_match().map_err(TlsError::Mismatch)?;
         Ok(Self {
-            source: source.to_string(),
+            source: source.into(),
             key: Arc::new(certified),
         })
     }

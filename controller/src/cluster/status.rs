@@ -38,7 +38,7 @@ pub enum PublishTarget {
 pub(super) struct Input {
     pub(super) index: Arc<Index>,
     pub(super) policy_status: BTreeMap<ObjectKey, PolicyStatus>,
-    pub(super) owned_ingresses: Vec<ObjectKey>,
+    pub(super) owned_ingresses: Arc<[ObjectKey]>,
     /// Errors about objects, for Events.
     pub(super) diagnostics: Vec<Diagnostic>,
 }
@@ -203,7 +203,7 @@ async fn write(
     let params = PatchParams::default();
     if let Some(publish) = publish {
         let desired = desired_addresses(publish, &input.index);
-        for key in &input.owned_ingresses {
+        for key in input.owned_ingresses.iter() {
             let Some(entry) = input.index.ingresses.get(key) else {
                 continue;
             };

@@ -13,7 +13,7 @@ use weir_dataplane::{Backend, BackendKey, Protocol, Roots, UpstreamTls};
 
 use crate::crd::BackendTls;
 
-use super::fragment::{Deps, ServiceInputs};
+use super::fragment::Deps;
 use super::Context;
 use crate::index::Index;
 use crate::object::ObjectKey;
@@ -22,48 +22,53 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const APP_PROTOCOL_H2C: &str = "kubernetes.io/h2c";
 pub const APP_PROTOCOL_H2: &str = "kubernetes.io/h2";
 
-/// Services by namespace and name, each with the EndpointSlices that belong to it: built once
-/// per compile, so resolving a backend is one hash lookup that allocates nothing.
-pub(super) struct Services<'i>(HashMap<&'i str, HashMap<&'i str, ServiceEntry<'i>>>);
+/// The EndpointSlices of each Service (namespace and the slice's service-name label), kept up to
+/// date slice by slice from one compile to the next.
+#[derive(Debug, Default)]
+pub(super) struct SliceIndex(HashMap<ObjectKey, super::set::Set<ObjectKey>>);
+
+/// The Service an EndpointSlice says it belongs to.
+pub(super) fn slice_service(key: &ObjectKey, slice: &EndpointSlice) -> Option<ObjectKey> {
+    let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some(ObjectKey::new(key.namespace.clone(), name.clone()))
+}
+
+impl SliceIndex {
+    pub(super) fn remove(&mut self, service: &ObjectKey, slice: &ObjectKey) {
+        if let Some(slices) = self.0.get_mut(service) {
+            slices.remove(slice);
+            if slices.is_empty() {
+                self.0.remove(service);
+            }
+        }
+    }
+
+    pub(super) fn insert(&mut self, service: ObjectKey, slice: ObjectKey) {
+        self.0.entry(service).or_default().insert(slice);
+    }
+}
+
+/// Services with the EndpointSlices that belong to them, as the index holds them now.
+pub(super) struct Services<'i> {
+    pub(super) index: &'i Index,
+    pub(super) slices: &'i SliceIndex,
+}
 
 pub(super) struct ServiceEntry<'i> {
     pub(super) service: &'i Arc<Service>,
+    /// In key order. A slice whose Service does not exist serves nothing.
     pub(super) slices: Vec<&'i Arc<EndpointSlice>>,
 }
 
 impl<'i> Services<'i> {
-    pub(super) fn new(index: &'i Index) -> Self {
-        let mut map: HashMap<&str, HashMap<&str, ServiceEntry<'i>>> = HashMap::default();
-        for (key, entry) in &index.services {
-            map.entry(key.namespace.as_str()).or_default().insert(
-                key.name.as_str(),
-                ServiceEntry {
-                    service: &entry.object,
-                    slices: Vec::new(),
-                },
-            );
-        }
-        for (key, entry) in &index.endpoint_slices {
-            let service = entry
-                .object
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL));
-            // A slice whose Service does not exist serves nothing: the backend is unavailable.
-            let found = service.and_then(|s| {
-                map.get_mut(key.namespace.as_str())
-                    .and_then(|names| names.get_mut(s.as_str()))
-            });
-            if let Some(found) = found {
-                found.slices.push(&entry.object);
-            }
-        }
-        Self(map)
-    }
-
-    pub(super) fn get(&self, namespace: &str, name: &str) -> Option<&ServiceEntry<'i>> {
-        self.0.get(namespace)?.get(name)
+    pub(super) fn get(&self, key: &ObjectKey) -> Option<ServiceEntry<'i>> {
+        let service = &self.index.services.get(key)?.object;
+        let slices = self.slices.0.get(key).map_or_else(Vec::new, |keys| {
+            keys.iter()
+                .filter_map(|k| self.index.endpoint_slices.get(k).map(|e| &e.object))
+                .collect()
+        });
+        Some(ServiceEntry { service, slices })
     }
 }
 
@@ -111,14 +116,8 @@ pub(super) fn resolve(
         protocol: Protocol::Http1,
         tls: None,
     };
-    let entry = ctx.services.get(namespace, service);
-    deps.service(
-        service,
-        entry.map(|e| ServiceInputs {
-            service: e.service.clone(),
-            slices: e.slices.iter().map(|s| (*s).clone()).collect(),
-        }),
-    );
+    let entry = ctx.services.get(&svc_key);
+    deps.service(service);
     let Some(entry) = entry else {
         return unavailable(ctx, key, format!("service {svc_key} not found"));
     };

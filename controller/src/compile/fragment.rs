@@ -2,35 +2,31 @@
 //! from.
 //!
 //! A fragment holds no decision that depends on another Ingress: routes, the default backend and
-//! certificates are claims that [`link`](super::link) settles in conflict order. So a fragment
-//! can be reused by the next compile as long as every object it read is still the same object
-//! (the same `Arc`), and the table that compile links is the one a compile from scratch gives.
+//! certificates are claims that [`link`](super::link) settles in conflict order (and records in
+//! `lost`). So a fragment is reused by the next compile as long as no object it read changed
+//! (its [`Deps`] say which), and the table that compile links is the one a compile from scratch
+//! gives.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::Ingress;
-use weir_dataplane::{Backend, HostMatch, PathMatch, TlsCertificate};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use weir_dataplane::{Backend, Conflict, HostMatch, PathMatch, TlsCertificate};
 
-use super::backend::Services;
 use crate::diagnostic::Diagnostic;
-use crate::index::{Entry, Index};
+use crate::index::Entry;
 use crate::object::ObjectKey;
 
 /// One Ingress, compiled.
 #[derive(Debug)]
 pub(super) struct Fragment {
-    /// The Ingress it was compiled from.
-    pub(super) ingress: Arc<Ingress>,
     /// `namespace/name`, the routes' name in the table and in metrics.
     pub(super) name: Arc<str>,
     /// In field order, so diagnostics come out in the order a reader of the Ingress expects.
     pub(super) steps: Vec<Step>,
     pub(super) deps: Deps,
-    /// The compile that last linked it.
-    pub(super) generation: u64,
+    /// For each step, the claim that beat it when linking, if one did.
+    pub(super) lost: Vec<Option<Conflict>>,
 }
 
 /// A claim on the table or a diagnostic, in the Ingress's field order.
@@ -62,8 +58,8 @@ pub(super) enum Step {
 /// anything is read.
 #[derive(Debug, Default)]
 pub(super) struct Deps {
-    /// By Service name: the Service and the EndpointSlices that were its.
-    pub(super) services: Vec<(String, Option<ServiceInputs>)>,
+    /// Service names: the Service and the EndpointSlices labelled with its name.
+    pub(super) services: Vec<String>,
     pub(super) secrets: Reads<Secret>,
     pub(super) config_maps: Reads<ConfigMap>,
 }
@@ -91,66 +87,46 @@ impl<T> Reads<T> {
         }
         now
     }
-
-    /// Whether every key still holds the same object (or still nothing).
-    fn unchanged(&self, map: &BTreeMap<ObjectKey, Entry<T>>) -> bool {
-        self.0.iter().all(
-            |(key, then)| match (then, map.get(key).map(|e| &e.object)) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            },
-        )
-    }
-}
-
-#[derive(Debug)]
-pub(super) struct ServiceInputs {
-    pub(super) service: Arc<Service>,
-    pub(super) slices: Vec<Arc<EndpointSlice>>,
 }
 
 impl Deps {
-    pub(super) fn service(&mut self, name: &str, inputs: Option<ServiceInputs>) {
-        if !self.services.iter().any(|(n, _)| n == name) {
-            self.services.push((name.to_string(), inputs));
+    pub(super) fn service(&mut self, name: &str) {
+        if !self.services.iter().any(|n| n == name) {
+            self.services.push(name.to_string());
         }
-    }
-
-    /// Whether every object read is still the same object.
-    fn unchanged(&self, namespace: &str, index: &Index, services: &Services<'_>) -> bool {
-        let services_same = self.services.iter().all(|(name, then)| {
-            let now = services.get(namespace, name);
-            match (then, now) {
-                (None, None) => true,
-                (Some(then), Some(now)) => {
-                    Arc::ptr_eq(&then.service, now.service)
-                        && then.slices.len() == now.slices.len()
-                        && then
-                            .slices
-                            .iter()
-                            .zip(&now.slices)
-                            .all(|(a, b)| Arc::ptr_eq(a, b))
-                }
-                _ => false,
-            }
-        });
-        services_same
-            && self.secrets.unchanged(&index.secrets)
-            && self.config_maps.unchanged(&index.config_maps)
     }
 }
 
+/// An object a fragment read, besides its Ingress.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Dep {
+    /// A Service and the EndpointSlices labelled with its name.
+    Service(ObjectKey),
+    Secret(ObjectKey),
+    ConfigMap(ObjectKey),
+}
+
 impl Fragment {
-    /// Whether compiling `ingress` again would give this fragment: it is the same object and
-    /// so is everything it read.
-    pub(super) fn still_valid(
-        &self,
-        key: &ObjectKey,
-        ingress: &Arc<Ingress>,
-        index: &Index,
-        services: &Services<'_>,
-    ) -> bool {
-        Arc::ptr_eq(&self.ingress, ingress) && self.deps.unchanged(&key.namespace, index, services)
+    /// Every object it read, besides its Ingress.
+    pub(super) fn deps(&self, namespace: &str) -> impl Iterator<Item = Dep> + '_ {
+        let namespace = namespace.to_string();
+        let services = self
+            .deps
+            .services
+            .iter()
+            .map(move |name| Dep::Service(ObjectKey::new(namespace.clone(), name.clone())));
+        let secrets = self
+            .deps
+            .secrets
+            .0
+            .iter()
+            .map(|(k, _)| Dep::Secret(k.clone()));
+        let config_maps = self
+            .deps
+            .config_maps
+            .0
+            .iter()
+            .map(|(k, _)| Dep::ConfigMap(k.clone()));
+        services.chain(secrets).chain(config_maps)
     }
 }

@@ -120,11 +120,10 @@ pub(super) fn compile_ingress(
     let mut out = Collector {
         key,
         fragment: Fragment {
-            ingress: ingress.clone(),
             name: key.to_string().into(),
             steps: Vec::new(),
             deps: Default::default(),
-            generation: 0,
+            lost: Vec::new(),
         },
     };
     if let Some((field, value)) = cross_namespace(ingress) {

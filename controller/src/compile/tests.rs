@@ -78,7 +78,7 @@ fn resolves_ports_protocol_and_ready_endpoints() {
     );
     let c = compiled(&yaml);
     assert!(c.diagnostics.is_empty(), "{:?}", c.diagnostics);
-    let backends = c.table.backends();
+    let backends: Vec<_> = c.table.backends().map(|(_, b)| b).collect();
     assert_eq!(backends.len(), 2);
     let grpc = backends.iter().find(|b| b.key.port == 9000).unwrap();
     assert_eq!(grpc.key.protocol, weir_dataplane::Protocol::H2c);
@@ -237,6 +237,7 @@ fn bad_references_are_reported_with_fields() {
     assert!(c
         .table
         .backend(d.backend)
+        .unwrap()
         .unavailable
         .as_deref()
         .unwrap()

@@ -29,6 +29,14 @@ pub(super) fn no_endpoints(service: &str, reason: Option<&str>) -> Response<Prox
     text(StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
+/// The route names a backend its table does not hold: never built that way, answered anyway.
+pub(super) fn no_backend(route: &str) -> Response<ProxyBody> {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("weir: route {route} has no backend\n"),
+    )
+}
+
 pub(super) fn bad_gateway(service: &str) -> Response<ProxyBody> {
     text(
         StatusCode::BAD_GATEWAY,

@@ -177,7 +177,9 @@ impl Dataplane {
         let Some(decision) = snapshot.table.route(&host, req.uri().path()) else {
             return here(local::no_route());
         };
-        let pool = snapshot.pool(decision.backend).clone();
+        let Some(pool) = snapshot.pool(decision.backend).cloned() else {
+            return here(local::no_backend(decision.route));
+        };
         let metrics = pool.metrics.routes.get(decision.route);
         let client_wants_trailers = headers::wants_trailers(req.headers());
         let client_version = req.version();
