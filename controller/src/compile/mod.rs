@@ -92,11 +92,12 @@ pub fn compile(index: &Index, options: &CompileOptions) -> Compiled {
 pub(crate) struct Order {
     undated: bool,
     created: Option<Time>,
-    key: ObjectKey,
+    /// Shared by every set that names the Ingress (claims, readers).
+    key: Arc<ObjectKey>,
 }
 
 impl Order {
-    fn of(key: &ObjectKey, ingress: &Ingress) -> Self {
+    fn of(key: &Arc<ObjectKey>, ingress: &Ingress) -> Self {
         let created = ingress.metadata.creation_timestamp.clone();
         Self {
             undated: created.is_none(),
@@ -126,10 +127,10 @@ pub struct Compiler {
     config_maps: Seen<ConfigMap>,
     slice_index: backend::SliceIndex,
     /// The Ingresses that read each object.
-    dependents: HashMap<Dep, set::Set<ObjectKey>>,
+    dependents: HashMap<Dep, set::Set<Arc<ObjectKey>>>,
     /// The fragment of each Ingress weir serves, in conflict order.
     fragments: link::Fragments,
-    order_of: HashMap<ObjectKey, Order>,
+    order_of: HashMap<Arc<ObjectKey>, Order>,
     linker: link::Linker,
     owned: Arc<[ObjectKey]>,
     /// No table was compiled by this compiler's linker yet.
@@ -137,9 +138,9 @@ pub struct Compiler {
 }
 
 fn mark(
-    dependents: &HashMap<Dep, set::Set<ObjectKey>>,
+    dependents: &HashMap<Dep, set::Set<Arc<ObjectKey>>>,
     dep: &Dep,
-    dirty: &mut BTreeSet<ObjectKey>,
+    dirty: &mut BTreeSet<Arc<ObjectKey>>,
 ) {
     if let Some(readers) = dependents.get(dep) {
         dirty.extend(readers.iter().cloned());
@@ -193,10 +194,10 @@ impl Compiler {
 
     /// The Ingresses to compile again: changed ones, the readers of changed objects, and those
     /// a class change gives to weir or takes away.
-    fn dirty(&mut self, index: &Index, classes: &class::Classes) -> BTreeSet<ObjectKey> {
+    fn dirty(&mut self, index: &Index, classes: &class::Classes) -> BTreeSet<Arc<ObjectKey>> {
         let mut dirty = BTreeSet::new();
         for change in self.ingresses.update(&index.ingresses) {
-            dirty.insert(change.key);
+            dirty.insert(Arc::new(change.key));
         }
         for change in self.services.update(&index.services) {
             mark(&self.dependents, &Dep::Service(change.key), &mut dirty);
@@ -224,7 +225,7 @@ impl Compiler {
         if self.classes.as_ref() != Some(classes) {
             for (key, entry) in &index.ingresses {
                 if classes.owns(&entry.object) != self.order_of.contains_key(key) {
-                    dirty.insert(key.clone());
+                    dirty.insert(Arc::new(key.clone()));
                 }
             }
         }
@@ -303,7 +304,7 @@ impl Compiler {
             }
         }
         if !removed.is_empty() || !added.is_empty() || fresh {
-            self.owned = self.fragments.keys().map(|o| o.key.clone()).collect();
+            self.owned = self.fragments.keys().map(|o| (*o.key).clone()).collect();
         }
         self.classes = Some(classes);
         self.linker.settle(&mut self.fragments);
@@ -379,7 +380,7 @@ fn fragment_diagnostics(
         if let Some(conflict) = lost {
             let object = ObjectRef {
                 kind: Kind::Ingress,
-                key: order.key.clone(),
+                key: (*order.key).clone(),
             };
             out.push(
                 Diagnostic::warning(Some(object), Some(field), format!("ignored: {conflict}"))
