@@ -674,7 +674,7 @@ def scenario_d(ctx):
 
 
 def scenario_e(ctx):
-    dur, rounds = (5, 1) if ctx.quick else (10, 3)
+    dur, rounds = (5, 1) if ctx.quick else (6, 5)
     # Scenario b found the maximum with 32 connections; half its rate on 16 would keep each
     # connection as busy as at the maximum (Little's law), and oha's own queue for a free
     # connection would be the tail. 64 leave a quarter of them busy: the proxy is what waits.
