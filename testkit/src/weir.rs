@@ -22,9 +22,21 @@ pub struct Weir {
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
+/// Ports handed out by this process: the tests of one binary run at once, and a port released
+/// by one start could otherwise be handed to another before the first weir binds it. Then the
+/// second weir's `/readyz` would answer for a first one that failed to bind and is exiting.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
-    l.local_addr().expect("local address of a bound socket")
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+        let addr = l.local_addr().expect("local address of a bound socket");
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed_out.insert(addr.port()) {
+            return addr;
+        }
+    }
 }
 
 impl Weir {
