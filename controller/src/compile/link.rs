@@ -33,7 +33,6 @@ pub(super) struct Linker {
     /// Each backend's slot and who uses it (losing routes too: a backend is in the table once
     /// any Ingress names it).
     backends: HashMap<BackendKey, Users>,
-    default_certificate: Option<TlsCertificate>,
     /// Whether the table changed since the last [`table`](Self::table).
     changed: bool,
     /// What claims changed since the last [`settle`](Self::settle).
@@ -288,15 +287,7 @@ impl Linker {
     }
 
     pub(super) fn default_certificate(&mut self, cert: Option<TlsCertificate>) {
-        let same = match (&self.default_certificate, &cert) {
-            (Some(a), Some(b)) => a == b,
-            (None, None) => true,
-            _ => false,
-        };
-        if !same {
-            self.changed |= self.builder.set_default_certificate(cert.clone());
-            self.default_certificate = cert;
-        }
+        self.changed |= self.builder.set_default_certificate(cert);
     }
 
     /// The table as settled, and whether it changed since the last one.
